@@ -1,0 +1,115 @@
+"""Editorial data: categories, stories and their sources."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    order = models.PositiveIntegerField(default=0, help_text="Lower comes first.")
+
+    class Meta:
+        ordering = ["order", "name"]
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("newsroom:category", args=[self.slug])
+
+
+class StoryQuerySet(models.QuerySet):
+    def live(self) -> StoryQuerySet:
+        """Published and due: what readers may see."""
+        return self.filter(status=Story.Status.PUBLISHED, published_at__lte=timezone.now())
+
+
+class Story(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        PUBLISHED = "published", "Published"
+
+    headline = models.CharField(max_length=300)
+    slug = models.SlugField(max_length=200, unique=True)
+    category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="stories")
+    story_number = models.PositiveIntegerField(null=True, blank=True)
+    dek = models.TextField(
+        "summary", blank=True, help_text="One or two sentences shown under the headline."
+    )
+    body = models.TextField(help_text="Markdown.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    breaking = models.BooleanField(
+        default=False, help_text="Publishing a breaking story offers to send an alert."
+    )
+    published_at = models.DateTimeField(
+        "publication time", null=True, blank=True, db_index=True,
+        help_text="A published story appears from this moment on.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_editor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    objects = StoryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-published_at", "-id"]
+        verbose_name_plural = "stories"
+        permissions = [("publish_story", "Can publish and unpublish stories")]
+        indexes = [models.Index(fields=["category", "status", "published_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status="draft") | Q(published_at__isnull=False),
+                name="story_published_has_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.headline
+
+    def get_absolute_url(self) -> str:
+        return reverse("newsroom:story", args=[self.slug])
+
+    @property
+    def is_live(self) -> bool:
+        return (
+            self.status == self.Status.PUBLISHED
+            and self.published_at is not None
+            and self.published_at <= timezone.now()
+        )
+
+    @property
+    def body_html(self) -> str:
+        from newsroom.rendering import render_html
+
+        return render_html(self.body)
+
+    @property
+    def body_text(self) -> str:
+        from newsroom.rendering import render_text
+
+        return render_text(self.body)
+
+
+class Source(models.Model):
+    story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="sources")
+    name = models.CharField(max_length=200)
+    url = models.URLField(max_length=1000)
+    domain = models.CharField(max_length=253, blank=True)
+    order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "id"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,25 @@
+"""Settings for the test suite: the real settings, with a throw-away data folder.
+
+The tests get their own data folder (and so their own embedded Redis and
+SQLite file) so that a suite run never touches a running development service.
+DATABASE_URL and REDIS_URL, when set, still point the suite at real servers.
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-not-for-production")
+os.environ.setdefault(
+    "NEWSROOM_DATA_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test")
+)
+os.environ.setdefault("SITE_URL", "http://testserver")
+os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+
+from newsroom.settings import *  # noqa: E402, F403
+from newsroom.settings import CACHES  # noqa: E402
+
+CACHES["default"]["KEY_PREFIX"] = "newsroom-test"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
+STORAGES["staticfiles"]["BACKEND"] = (  # noqa: F405
+    "django.contrib.staticfiles.storage.StaticFilesStorage"
+)
