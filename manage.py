@@ -22,7 +22,7 @@ VENV = ROOT / ".venv"
 def _bootstrap() -> None:
     if sys.prefix != sys.base_prefix or os.environ.get("NEWSROOM_NO_BOOTSTRAP"):
         return
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file runs under any python3
         sys.exit("Newsroom needs Python 3.11 or newer.")
     python = VENV / "bin" / "python"
     if not python.exists():
@@ -44,7 +44,7 @@ def _bootstrap() -> None:
             (VENV / ".installed-base").write_text(
                 hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
             )
-    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])  # noqa: S606
 
 
 def _local_secret_key() -> str:

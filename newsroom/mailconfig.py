@@ -20,7 +20,9 @@ from django.core.exceptions import ImproperlyConfigured
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def email_settings(email_url: str, environ: Mapping[str, str], *, outbox_dir: Path) -> dict[str, Any]:
+def email_settings(
+    email_url: str, environ: Mapping[str, str], *, outbox_dir: Path
+) -> dict[str, Any]:
     """Settings for the transport named by `email_url`, plus the ANYMAIL dict."""
     anymail = {
         key.removeprefix("ANYMAIL_"): value

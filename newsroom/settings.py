@@ -66,9 +66,14 @@ if _site.scheme not in {"http", "https"} or not _site.hostname:
     raise ImproperlyConfigured(f"SITE_URL must be an absolute http(s) URL, not {SITE_URL!r}")
 SITE_IS_HTTPS = _site.scheme == "https"
 
-ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS") or [_site.hostname]
+_LOOPBACK = ["localhost", "127.0.0.1", "[::1]"]
+ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS")
+if not ALLOWED_HOSTS:
+    ALLOWED_HOSTS = [_site.hostname]
+    if _site.hostname in {"localhost", "127.0.0.1", "::1"}:  # loopback names are one host
+        ALLOWED_HOSTS += [host for host in _LOOPBACK if host not in ALLOWED_HOSTS]
 if DEBUG:
-    ALLOWED_HOSTS += ["localhost", "127.0.0.1", "[::1]"]
+    ALLOWED_HOSTS += [host for host in _LOOPBACK if host not in ALLOWED_HOSTS]
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS") or [f"{_site.scheme}://{_site.netloc}"]
 
 DATA_DIR = Path(_env("NEWSROOM_DATA_DIR") or BASE_DIR / "var").resolve()
@@ -207,6 +212,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing folder
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

@@ -15,8 +15,8 @@ os.environ.setdefault(
 os.environ.setdefault("SITE_URL", "http://testserver")
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 
-from newsroom.settings import *  # noqa: E402, F403
-from newsroom.settings import CACHES  # noqa: E402
+from newsroom.settings import *  # noqa: F403
+from newsroom.settings import CACHES
 
 CACHES["default"]["KEY_PREFIX"] = "newsroom-test"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only

@@ -1,0 +1,92 @@
+"""EMAIL_URL parsing and the outbox backend."""
+
+import email
+from email import policy
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail import EmailMultiAlternatives, get_connection
+
+from newsroom.mailconfig import email_settings
+
+
+def parse(url, **environ):
+    return email_settings(url, environ, outbox_dir="/tmp/outbox")
+
+
+def test_outbox_is_the_default():
+    conf = parse("")
+    assert conf["EMAIL_BACKEND"] == "newsroom.mail.OutboxBackend"
+    assert conf["EMAIL_TRANSPORT"] == "outbox"
+
+
+def test_smtp_url():
+    conf = parse("smtp://mailer:s%3Acret@smtp.example.com:587?tls=1&timeout=5")
+    assert conf["EMAIL_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend"
+    assert (conf["EMAIL_HOST"], conf["EMAIL_PORT"]) == ("smtp.example.com", 587)
+    assert (conf["EMAIL_HOST_USER"], conf["EMAIL_HOST_PASSWORD"]) == ("mailer", "s:cret")
+    assert conf["EMAIL_USE_TLS"] is True and conf["EMAIL_USE_SSL"] is False
+    assert conf["EMAIL_TIMEOUT"] == 5.0
+
+
+def test_smtps_url_defaults_to_port_465():
+    conf = parse("smtps://smtp.example.com")
+    assert conf["EMAIL_PORT"] == 465 and conf["EMAIL_USE_SSL"] is True
+
+
+def test_smtps_with_starttls_is_contradictory():
+    with pytest.raises(ImproperlyConfigured, match="already uses TLS"):
+        parse("smtps://smtp.example.com?tls=1")
+
+
+def test_smtp_without_host_is_refused():
+    with pytest.raises(ImproperlyConfigured, match="no SMTP host"):
+        parse("smtp://")
+
+
+def test_anymail_url_selects_the_esp_and_collects_its_settings():
+    conf = parse(
+        "anymail://mailgun",
+        ANYMAIL_MAILGUN_API_KEY="key-123",
+        ANYMAIL_WEBHOOK_SECRET="a:b, c:d",
+        UNRELATED="x",
+    )
+    assert conf["EMAIL_BACKEND"] == "anymail.backends.mailgun.EmailBackend"
+    assert conf["ANYMAIL"]["MAILGUN_API_KEY"] == "key-123"
+    assert conf["ANYMAIL"]["WEBHOOK_SECRET"] == ["a:b", "c:d"]
+    assert conf["EMAIL_TRANSPORT"] == "mailgun"
+    assert parse("anymail://amazon-ses")["EMAIL_BACKEND"] == (
+        "anymail.backends.amazon_ses.EmailBackend"
+    )
+
+
+def test_unknown_esp_is_refused():
+    with pytest.raises(ImproperlyConfigured, match="no backend named 'pigeon'"):
+        parse("anymail://pigeon")
+
+
+def test_unknown_scheme_is_refused():
+    with pytest.raises(ImproperlyConfigured, match="EMAIL_URL must start with"):
+        parse("http://mail.example.com")
+
+
+def test_outbox_backend_writes_one_eml_file_per_message(tmp_path):
+    connection = get_connection("newsroom.mail.OutboxBackend", file_path=str(tmp_path))
+    messages = []
+    for n in range(3):
+        msg = EmailMultiAlternatives(
+            f"Subject {n} – ünïcode",  # noqa: RUF001
+            "Plain body", "news@example.com", [f"r{n}@example.com"],
+            connection=connection,
+        )
+        msg.attach_alternative("<p>HTML body</p>", "text/html")
+        messages.append(msg)
+    assert connection.send_messages(messages) == 3
+    files = sorted(tmp_path.glob("*.eml"))
+    assert len(files) == 3
+    assert not list(tmp_path.glob("*.part"))
+    parsed = email.message_from_bytes(files[0].read_bytes(), policy=policy.default)
+    assert parsed["To"] in {"r0@example.com", "r1@example.com", "r2@example.com"}
+    assert parsed["Subject"].startswith("Subject ")
+    assert parsed.get_body(("html",)).get_content().strip() == "<p>HTML body</p>"
+    assert parsed.get_body(("plain",)).get_content().strip() == "Plain body"

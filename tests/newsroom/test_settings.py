@@ -1,0 +1,173 @@
+"""Settings are read once from the environment; bad values fail loudly."""
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+import newsroom.settings as settings_module
+from tests.settings_helpers import ENV_PREFIXES, process_env
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS_FILE = settings_module.__file__
+SECRET = "x" * 60
+
+
+@pytest.fixture
+def load(monkeypatch, tmp_path):
+    """Evaluate settings.py afresh with exactly the given variables set."""
+
+    def _load(**env: str) -> dict:
+        for key in list(os.environ):
+            if key.startswith(ENV_PREFIXES):
+                monkeypatch.delenv(key)
+        monkeypatch.setenv("NEWSROOM_DATA_DIR", str(tmp_path))
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        return runpy.run_path(SETTINGS_FILE)
+
+    return _load
+
+
+def test_missing_secret_key_is_refused_when_debug_is_off(load):
+    with pytest.raises(ImproperlyConfigured, match="DJANGO_SECRET_KEY is not set"):
+        load()
+
+
+def test_debug_runs_without_a_secret_key_and_is_off_by_default(load):
+    assert load(DJANGO_DEBUG="1")["DEBUG"] is True
+    assert load(DJANGO_SECRET_KEY=SECRET)["DEBUG"] is False
+
+
+def test_bad_boolean_is_refused(load):
+    with pytest.raises(ImproperlyConfigured, match="DJANGO_DEBUG must be"):
+        load(DJANGO_DEBUG="maybe")
+
+
+def test_bad_integer_is_refused(load):
+    with pytest.raises(ImproperlyConfigured, match="CELERY_TASK_TIME_LIMIT must be a whole number"):
+        load(DJANGO_SECRET_KEY=SECRET, CELERY_TASK_TIME_LIMIT="ten")
+
+
+def test_sqlite_in_the_data_folder_by_default(load, tmp_path):
+    db = load(DJANGO_SECRET_KEY=SECRET)["DATABASES"]["default"]
+    assert db["ENGINE"] == "django.db.backends.sqlite3"
+    assert Path(db["NAME"]) == tmp_path / "newsroom.sqlite3"
+
+
+def test_database_url_selects_postgresql(load):
+    db = load(
+        DJANGO_SECRET_KEY=SECRET, DATABASE_URL="postgres://news:p%40ss@db.internal:6543/newsroom"
+    )["DATABASES"]["default"]
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["HOST"], db["PORT"], db["NAME"], db["USER"], db["PASSWORD"]) == (
+        "db.internal", 6543, "newsroom", "news", "p@ss",
+    )
+    assert db["CONN_HEALTH_CHECKS"] is True
+
+
+def test_unknown_database_scheme_is_refused(load):
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL"):
+        load(DJANGO_SECRET_KEY=SECRET, DATABASE_URL="oracle2://x/y")
+
+
+def test_embedded_redis_by_default_and_real_redis_when_set(load, tmp_path):
+    embedded = load(DJANGO_SECRET_KEY=SECRET)
+    assert embedded["REDIS_EMBEDDED"] is True
+    assert embedded["CELERY_BROKER_URL"].startswith("redis+socket://")
+    assert embedded["CACHES"]["default"]["LOCATION"].startswith("unix://")
+
+    real = load(DJANGO_SECRET_KEY=SECRET, REDIS_URL="redis://cache.internal:6380/2")
+    assert real["REDIS_EMBEDDED"] is False
+    assert real["CELERY_BROKER_URL"] == "redis://cache.internal:6380/2"
+    assert real["CACHES"]["default"]["LOCATION"] == "redis://cache.internal:6380/2"
+
+
+def test_bad_redis_url_is_refused(load):
+    with pytest.raises(ImproperlyConfigured, match="REDIS_URL must start with"):
+        load(DJANGO_SECRET_KEY=SECRET, REDIS_URL="cache.internal:6379")
+
+
+def test_site_url_must_be_absolute(load):
+    with pytest.raises(ImproperlyConfigured, match="SITE_URL must be an absolute"):
+        load(DJANGO_SECRET_KEY=SECRET, SITE_URL="news.example.com")
+
+
+def test_allowed_hosts_follow_site_url(load):
+    conf = load(DJANGO_SECRET_KEY=SECRET, SITE_URL="https://news.example.com/")
+    assert conf["ALLOWED_HOSTS"] == ["news.example.com"]
+    assert conf["SITE_URL"] == "https://news.example.com"
+    assert conf["CSRF_TRUSTED_ORIGINS"] == ["https://news.example.com"]
+    explicit = load(DJANGO_SECRET_KEY=SECRET, DJANGO_ALLOWED_HOSTS="a.example, b.example")
+    assert explicit["ALLOWED_HOSTS"] == ["a.example", "b.example"]
+
+
+def test_https_site_turns_on_transport_security(load):
+    conf = load(DJANGO_SECRET_KEY=SECRET, SITE_URL="https://news.example.com")
+    assert conf["SECURE_SSL_REDIRECT"] and conf["SESSION_COOKIE_SECURE"]
+    assert conf["CSRF_COOKIE_SECURE"] and conf["SECURE_HSTS_SECONDS"] >= 31536000
+    plain = load(DJANGO_SECRET_KEY=SECRET, SITE_URL="http://localhost:8000")
+    assert not plain["SECURE_SSL_REDIRECT"] and plain["SECURE_HSTS_SECONDS"] == 0
+
+
+def test_secret_key_fallbacks_for_rotation(load):
+    conf = load(DJANGO_SECRET_KEY=SECRET, DJANGO_SECRET_KEY_FALLBACKS="old-one, older-one")
+    assert conf["SECRET_KEY_FALLBACKS"] == ["old-one", "older-one"]
+
+
+def test_log_format_must_be_known(load):
+    assert load(DJANGO_SECRET_KEY=SECRET, LOG_FORMAT="json")["LOGGING"]["handlers"]["console"][
+        "formatter"
+    ] == "json"
+    with pytest.raises(ImproperlyConfigured, match="LOG_FORMAT"):
+        load(DJANGO_SECRET_KEY=SECRET, LOG_FORMAT="xml")
+
+
+def test_env_example_lists_every_variable_the_settings_read():
+    read = set()
+    for path in (ROOT / "newsroom").glob("*.py"):
+        text = path.read_text()
+        for prefix in ('_env("', '_env_bool("', '_env_int("', '_env_list("'):
+            for chunk in text.split(prefix)[1:]:
+                read.add(chunk.split('"', 1)[0])
+    listed = {
+        line.split("=", 1)[0].lstrip("# ").strip()
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line
+    }
+    assert read, "found no settings variables"
+    assert read <= listed, f"missing from .env.example: {sorted(read - listed)}"
+
+
+def test_check_deploy_is_clean_with_production_settings(tmp_path):
+    env = process_env(
+        DJANGO_SETTINGS_MODULE="newsroom.settings",
+        DJANGO_SECRET_KEY="k9#Qz" + "f" * 20 + "R2!pL" + "a" * 30 + "Zz8*w",
+        SITE_URL="https://news.example.com",
+        NEWSROOM_DATA_DIR=str(tmp_path),
+        REDIS_URL="redis://127.0.0.1:6379/15",
+        NEWSROOM_NO_BOOTSTRAP="1",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_flags_debug(tmp_path):
+    env = process_env(
+        DJANGO_SETTINGS_MODULE="newsroom.settings", DJANGO_DEBUG="1",
+        NEWSROOM_DATA_DIR=str(tmp_path), REDIS_URL="redis://127.0.0.1:6379/15",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "DEBUG" in result.stderr + result.stdout
