@@ -1,0 +1,145 @@
+"""Run the whole service in the foreground: web, Celery worker, beat and Flower.
+
+This is the quick start: it prepares the database, imports `seeds/`, creates a
+demo editor once, then supervises the processes with honcho (a Procfile runner:
+one coloured log stream, and Ctrl-C stops every process). In production run the
+same four commands under your process supervisor instead; `--print-procfile`
+prints them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
+
+from newsroom import embedded_redis
+
+DEMO_EDITOR = "editor"
+
+
+def _credentials_file() -> Path:
+    return settings.DATA_DIR / "flower-credentials"
+
+
+def flower_credentials() -> str:
+    """`user:password` for Flower's basic auth, generated once per data folder."""
+    path = _credentials_file()
+    if not path.exists():
+        path.write_text(f"ops:{secrets.token_urlsafe(18)}")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def demo_editor_create() -> str | None:
+    """Create the demo editor account; its password if it was created now."""
+    User = get_user_model()
+    if User.objects.filter(username=DEMO_EDITOR).exists():
+        return None
+    password = secrets.token_urlsafe(12)
+    user = User.objects.create_user(DEMO_EDITOR, password=password, is_staff=True)
+    user.groups.add(Group.objects.get(name="Editors"))
+    return password
+
+
+def procfile(*, host: str, port: int, flower_port: int, concurrency: int) -> dict[str, list[str]]:
+    python = sys.executable
+    data = settings.DATA_DIR
+    return {
+        "web": [
+            python, "-m", "gunicorn", "newsroom.wsgi", f"--bind={host}:{port}",
+            "--workers=2", "--access-logfile=-", "--graceful-timeout=10",
+        ],
+        "worker": [
+            python, "-m", "celery", "-A", "newsroom", "worker", "--loglevel=INFO",
+            f"--concurrency={concurrency}", "--hostname=worker@%h",
+        ],
+        "beat": [
+            python, "-m", "celery", "-A", "newsroom", "beat", "--loglevel=INFO",
+            f"--schedule={data / 'celerybeat-schedule'}",
+        ],
+        "flower": [
+            python, "-m", "celery", "-A", "newsroom", "flower", f"--address={host}",
+            f"--port={flower_port}", f"--basic-auth={flower_credentials()}",
+            f"--db={data / 'flower.db'}", "--persistent=True",
+        ],
+    }
+
+
+class Command(BaseCommand):
+    help = "Prepare the database and run web, Celery worker, beat and Flower together."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--flower-port", type=int, default=5555)
+        parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+        parser.add_argument("--no-seeds", action="store_true", help="skip importing seeds/")
+        parser.add_argument(
+            "--print-procfile", action="store_true",
+            help="print the process commands and exit (for your own supervisor)",
+        )
+
+    def handle(self, *args, **options) -> None:
+        processes = procfile(
+            host=options["host"], port=options["port"],
+            flower_port=options["flower_port"], concurrency=options["concurrency"],
+        )
+        if options["print_procfile"]:
+            for name, argv in processes.items():
+                self.stdout.write(f"{name}: {shlex.join(argv)}")
+            return
+
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        if not options["no_seeds"]:
+            try:
+                call_command("import_stories", str(settings.BASE_DIR / "seeds"), "--no-progress")
+            except CommandError as exc:  # a bad seed must not keep the service down
+                self.stderr.write(self.style.WARNING(f"Seed import: {exc}"))
+        password = demo_editor_create()
+        self._banner(options, password)
+        self._supervise(processes)
+
+    def _banner(self, options: dict, password: str | None) -> None:
+        site = f"http://{options['host']}:{options['port']}"
+        lines = [
+            f"Newsroom is starting: {site}/  (admin: {site}/admin/)",
+            f"Flower: http://{options['host']}:{options['flower_port']}/  "
+            f"(login {flower_credentials()})",
+            f"Outgoing mail is written to {settings.EMAIL_FILE_PATH}"
+            if settings.EMAIL_TRANSPORT == "outbox"
+            else f"Outgoing mail goes through {settings.EMAIL_TRANSPORT}",
+        ]
+        if password:
+            lines.append(
+                f"Demo editor created -- user: {DEMO_EDITOR}  password: {password}  "
+                "(shown once; change it in the admin)"
+            )
+        lines.append("Press Ctrl-C to stop everything.")
+        self.stdout.write(self.style.SUCCESS("\n".join(lines)))
+        self.stdout.flush()
+
+    def _supervise(self, processes: dict[str, list[str]]) -> None:
+        from honcho.manager import Manager
+        from honcho.printer import Printer
+
+        connections.close_all()  # honcho forks; children must not share our sockets
+        manager = Manager(Printer(sys.stdout))
+        for name, argv in processes.items():
+            manager.add_process(name, shlex.join(argv), cwd=str(settings.BASE_DIR))
+        try:
+            manager.loop()
+        finally:
+            if settings.REDIS_EMBEDDED:
+                embedded_redis.stop(settings.DATA_DIR)
+        if manager.returncode not in (0, 130, 143, None):
+            raise CommandError(f"a process stopped unexpectedly (exit {manager.returncode})")
