@@ -10,6 +10,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
+from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
+
+from newsroom.smtp_pipelining import Envelope, Outcome, PipeliningConnection
 
 
 class OutboxBackend(BaseEmailBackend):
@@ -32,3 +35,33 @@ class OutboxBackend(BaseEmailBackend):
             partial.write_bytes(message.message().as_bytes(linesep="\r\n"))
             partial.rename(final)  # readers never see half a message
         return len(email_messages)
+
+    def send_prebuilt(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+        """Write messages built by `subscriptions.mime` as they are."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        outcomes = []
+        for envelope in envelopes:
+            final = self.folder / f"{stamp}-{envelope.key}-{uuid.uuid4().hex[:8]}.eml"
+            partial = final.with_suffix(".part")
+            partial.write_bytes(envelope.data)
+            partial.rename(final)
+            outcomes.append(Outcome(envelope.key, 250, "written to the outbox", "end"))
+        return outcomes
+
+
+class SMTPBackend(DjangoSMTPBackend):
+    """Django's SMTP backend, plus a pipelined road for prebuilt list mail.
+
+    Ordinary messages (confirmations, admin mail) go through Django's code;
+    editions call `send_prebuilt`, one pipelined session per batch.
+    """
+
+    def send_prebuilt(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+        connection = PipeliningConnection(
+            self.host, self.port, username=self.username or "", password=self.password or "",
+            use_tls=self.use_tls, use_ssl=self.use_ssl, timeout=self.timeout,
+            ssl_context=self.ssl_context if (self.use_tls or self.use_ssl) else None,
+        )
+        with connection:
+            return connection.send(envelopes)

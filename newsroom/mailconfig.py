@@ -44,7 +44,7 @@ def email_settings(
             raise ImproperlyConfigured(f"EMAIL_URL {email_url!r} names no SMTP host")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         result.update(
-            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+            EMAIL_BACKEND="newsroom.mail.SMTPBackend",
             EMAIL_HOST=parts.hostname,
             EMAIL_PORT=parts.port or (465 if scheme == "smtps" else 25),
             EMAIL_HOST_USER=unquote(parts.username or ""),

@@ -180,8 +180,20 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Queues by urgency, each may get its own workers: "priority" for mail a person
+# is waiting for (confirmations) and ESP events; "alerts" for breaking news;
+# "digests" for scheduled bulk; "default" for housekeeping.
+CELERY_TASK_ROUTES = {
+    "subscriptions.subscriber_email_send": {"queue": "priority"},
+    "subscriptions.tracking_*": {"queue": "priority"},
+    "subscriptions.digests_schedule": {"queue": "digests"},
+    # edition_dispatch and deliveries_send go to "alerts" or "digests" by edition.
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE = {
+    "digests-schedule": {"task": "subscriptions.digests_schedule", "schedule": 300.0},
+    "editions-reconcile": {"task": "subscriptions.editions_reconcile", "schedule": 60.0},
+}
 
 # --- Email --------------------------------------------------------------------
 
@@ -194,6 +206,31 @@ NEWSROOM_POSTAL_ADDRESS = _env(
     "NEWSROOM_POSTAL_ADDRESS", "Newsroom, 1 Example Street, Example City"
 )
 NEWSROOM_NAME = _env("NEWSROOM_NAME", "Newsroom")
+
+# --- Subscriptions ----------------------------------------------------------------
+
+# Sign-ups allowed per client IP and per address within an hour.
+NEWSROOM_SIGNUP_LIMIT_PER_IP = _env_int("NEWSROOM_SIGNUP_LIMIT_PER_IP", 20)
+NEWSROOM_SIGNUP_LIMIT_PER_EMAIL = _env_int("NEWSROOM_SIGNUP_LIMIT_PER_EMAIL", 5)
+# Soft bounces in a row that suppress an address like a hard bounce.
+NEWSROOM_SOFT_BOUNCE_LIMIT = _env_int("NEWSROOM_SOFT_BOUNCE_LIMIT", 3)
+
+# --- Sending ------------------------------------------------------------------------
+
+# Deliveries per batch task (one SMTP session, or ESP calls of its batch size).
+NEWSROOM_BATCH_SIZE = _env_int("NEWSROOM_BATCH_SIZE", 1000)
+# An alert not started this many seconds after it was confirmed is not sent late.
+NEWSROOM_ALERT_STALE_AFTER = _env_int("NEWSROOM_ALERT_STALE_AFTER", 7200)
+# A digest more than this many seconds past its due time waits for the next one.
+NEWSROOM_DIGEST_MAX_LATENESS = _env_int("NEWSROOM_DIGEST_MAX_LATENESS", 6 * 3600)
+# A sending edition without progress this long has its batches enqueued again.
+NEWSROOM_STALL_AFTER = _env_int("NEWSROOM_STALL_AFTER", 300)
+# Transient failures a delivery may have before it counts as failed.
+NEWSROOM_DELIVERY_MAX_ATTEMPTS = _env_int("NEWSROOM_DELIVERY_MAX_ATTEMPTS", 8)
+# Messages per second across all workers, per transport; 0 for no limit.
+NEWSROOM_SEND_RATE = _env_int("NEWSROOM_SEND_RATE", 0)
+# Weekly digests go out on this weekday (0 = Monday) at each reader's hour.
+NEWSROOM_WEEKLY_DIGEST_WEEKDAY = _env_int("NEWSROOM_WEEKLY_DIGEST_WEEKDAY", 0)
 
 # --- Auth, i18n, static ---------------------------------------------------------
 

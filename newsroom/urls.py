@@ -14,5 +14,7 @@ app_urls = (
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("anymail/", include("anymail.urls")),
+    path("", include("subscriptions.urls")),
     path("", include(app_urls)),
 ]

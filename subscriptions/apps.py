@@ -5,3 +5,10 @@ class SubscriptionsConfig(AppConfig):
     name = "subscriptions"
     verbose_name = "Subscriptions"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from anymail.signals import tracking
+
+        from subscriptions.receivers import tracking_event_received
+
+        tracking.connect(tracking_event_received, dispatch_uid="subscriptions.tracking")

@@ -1,6 +1,19 @@
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+
+from tests.settings_helpers import process_env
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER_QUEUES = "priority,default,alerts,digests"
+logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +29,91 @@ def _clear_cache():
     if keys:
         client.delete(*keys)
     yield
+
+
+def _database_url(db: dict) -> str:
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def smtp_sink():
+    """A real SMTP listener for the whole run; what it accepts lands in the outbox folder."""
+    from tests.settings_helpers import free_port
+    from tests.smtp_sink import SMTPSink
+
+    sink = SMTPSink(free_port(), folder=Path(settings.OUTBOX_DIR)).start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def smtp(smtp_sink, settings):
+    """Send this test's mail (in this process) through the SMTP listener."""
+    settings.EMAIL_BACKEND = "newsroom.mail.SMTPBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_sink.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_TRANSPORT = "smtp"
+    smtp_sink.handler.reject.clear()
+    with smtp_sink.handler.lock:
+        smtp_sink.handler.messages.clear()
+    yield smtp_sink
+    smtp_sink.handler.reject.clear()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, smtp_sink):
+    """A real Celery worker process on the real broker, using the test database.
+
+    Tests that use it must commit their data (`django_db(transaction=True)`),
+    since the worker reads the database over its own connection.
+    """
+    from django.db import connection
+
+    from newsroom.celery import app
+
+    with django_db_blocker.unblock():
+        connection.ensure_connection()
+        database_url = _database_url(connection.settings_dict)
+    app.control.purge()  # leftovers of an earlier run must not reach this database
+    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    log = open(Path(settings.DATA_DIR) / "celery-worker.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "newsroom", "worker", "--loglevel=INFO",
+         f"--queues={WORKER_QUEUES}", "--concurrency=2", "--without-gossip",
+         "--without-mingle", f"--hostname={name}"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env=process_env(
+            keep_servers=True, DJANGO_SETTINGS_MODULE="tests.settings",
+            DATABASE_URL=database_url, NEWSROOM_DATA_DIR=str(settings.DATA_DIR),
+            EMAIL_URL=f"smtp://127.0.0.1:{smtp_sink.port}",
+            CELERY_TASK_TIME_LIMIT="60", NEWSROOM_STALL_AFTER="5",
+        ),
+    )
+    deadline = time.monotonic() + 60
+    while not app.control.ping(destination=[name], timeout=0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(
+                "the test Celery worker did not start; see "
+                f"{Path(settings.DATA_DIR) / 'celery-worker.log'}"
+            )
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def outbox(settings):
+    """Messages the outbox backend wrote during this test (from any process)."""
+    from tests.mailbox import Outbox
+
+    box = Outbox(Path(settings.OUTBOX_DIR))
+    yield box

@@ -22,7 +22,7 @@ def test_outbox_is_the_default():
 
 def test_smtp_url():
     conf = parse("smtp://mailer:s%3Acret@smtp.example.com:587?tls=1&timeout=5")
-    assert conf["EMAIL_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend"
+    assert conf["EMAIL_BACKEND"] == "newsroom.mail.SMTPBackend"
     assert (conf["EMAIL_HOST"], conf["EMAIL_PORT"]) == ("smtp.example.com", 587)
     assert (conf["EMAIL_HOST_USER"], conf["EMAIL_HOST_PASSWORD"]) == ("mailer", "s:cret")
     assert conf["EMAIL_USE_TLS"] is True and conf["EMAIL_USE_SSL"] is False

@@ -92,7 +92,7 @@ def test_layout_is_accessible_and_lists_categories(client, world, sport):
     assert content.index(">World<") < content.index(">Sport<")  # editorial order
     assert "newsroom/site.css" in content
     assert "<script" not in content
-    assert "Subscribe" not in content  # no sign-up page exists yet
+    assert 'href="/subscribe/"' in content
 
 
 def test_nav_marks_the_current_category(client, world, sport):

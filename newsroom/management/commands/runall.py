@@ -60,7 +60,7 @@ def procfile(*, host: str, port: int, flower_port: int, concurrency: int) -> dic
         ],
         "worker": [
             python, "-m", "celery", "-A", "newsroom", "worker", "--loglevel=INFO",
-            f"--concurrency={concurrency}", "--hostname=worker@%h",
+            f"--concurrency={concurrency}", "--hostname=worker@%h", "--queues=priority,default",
         ],
         "beat": [
             python, "-m", "celery", "-A", "newsroom", "beat", "--loglevel=INFO",

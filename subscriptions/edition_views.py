@@ -1,0 +1,47 @@
+"""The "view in browser" page of an edition: its content, without personal links."""
+
+from __future__ import annotations
+
+from django.core import signing
+from django.http import Http404, HttpRequest, HttpResponse
+from django.views.decorators.cache import cache_control
+
+from newsroom.models import Category, Story
+from subscriptions import edition_content
+from subscriptions.edition_content import ViewKey
+from subscriptions.models import Edition
+
+# The holes a reader's copy fills with their own links; a shared page points to sign-up.
+_GENERIC = {"@@email@@": "a reader", "@@manage_url@@": "/subscribe/",
+            "@@unsubscribe_url@@": "/subscribe/"}
+
+
+@cache_control(public=True, max_age=300)
+def edition_view(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        key = ViewKey.from_token(token)
+    except (signing.BadSignature, ValueError, TypeError):
+        raise Http404("No such edition.") from None
+    edition = Edition.objects.filter(pk=key.edition_id).first()
+    if edition is None:
+        raise Http404("No such edition.")
+    if edition.kind == Edition.Kind.ALERT:
+        story = edition.stories.get()
+        content = edition_content.alert_content(edition.pk, story.pk, story.updated_at)
+    else:
+        categories = list(Category.objects.filter(pk__in=key.category_ids))
+        stories = list(Story.objects.filter(
+            status=Story.Status.PUBLISHED, category__in=categories,
+            published_at__gt=key.window_start, published_at__lte=edition.window_end,
+        ).select_related("category"))
+        if not stories:
+            raise Http404("This digest can no longer be shown.")
+        content = edition_content.digest_content(
+            edition.pk, key.window_start, edition.frequency, stories, categories
+        )
+    html = content.html
+    for marker, generic in _GENERIC.items():
+        html = html.replace(marker, generic)
+    response = HttpResponse(html)
+    response["X-Robots-Tag"] = "noindex"
+    return response

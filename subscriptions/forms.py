@@ -1,0 +1,145 @@
+"""Forms for the public subscription pages.
+
+The forms only validate and translate input into the services' `Preferences`;
+every write goes through `subscriptions.services.subscribers`. Error messages
+say what to do, because they are read out by screen readers on their own.
+"""
+
+from __future__ import annotations
+
+import functools
+import zoneinfo
+from collections import defaultdict
+
+from django import forms
+from django.utils.html import format_html
+
+from newsroom.models import Category
+from subscriptions.models import Subscriber
+from subscriptions.services.subscribers import Preferences
+
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_DIGEST_HOUR = 7
+YES, NO = "yes", "no"
+
+
+# Files in the zone folder that are not places a reader lives in.
+NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
+@functools.cache
+def timezone_names() -> frozenset[str]:
+    """Every IANA zone name; cached because it is read from disk on each call."""
+    return frozenset(zoneinfo.available_timezones() - NOT_ZONES)
+
+
+@functools.cache
+def timezone_choices() -> list[tuple[str, list[tuple[str, str]]]]:
+    """Zones grouped by region (optgroups), so a long list stays scannable."""
+    groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for name in sorted(timezone_names()):
+        region, _, place = name.partition("/")
+        groups[region if place else "Other"].append((name, name.replace("_", " ")))
+    return sorted(groups.items(), key=lambda item: (item[0] == "Other", item[0]))
+
+
+def timezone_or_default(*candidates: str | None) -> str:
+    """The first candidate that is a real zone name (from a query or a cookie), else UTC."""
+    names = timezone_names()
+    return next((name for name in candidates if name and name in names), DEFAULT_TIMEZONE)
+
+
+class TopicField(forms.ModelMultipleChoiceField):
+    """Categories as checkboxes whose labels carry the category's description."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def label_from_instance(self, obj: Category) -> str:
+        if not obj.description:
+            return obj.name
+        return format_html(
+            '<span><span class="choice-name">{}</span> <span class="choice-hint">{}</span></span>',
+            obj.name, obj.description,
+        )
+
+
+class PreferencesForm(forms.Form):
+    """What a subscriber receives; shared by the sign-up and preferences pages."""
+
+    topics_required_message = "Choose at least one topic."
+
+    categories = TopicField(
+        label="Topics", queryset=Category.objects.order_by("order", "name"),
+        error_messages={"invalid_choice": "Choose topics from the list.",
+                        "invalid_pk_value": "Choose topics from the list."},
+    )
+    frequency = forms.ChoiceField(
+        label="Digest", choices=Subscriber.Frequency.choices, initial=Subscriber.Frequency.DAILY,
+        widget=forms.RadioSelect,
+        help_text="A summary of the latest stories on your topics.",
+        error_messages={"required": "Choose how often you want the digest.",
+                        "invalid_choice": "Choose daily, weekly or no digest."},
+    )
+    digest_hour = forms.TypedChoiceField(
+        label="Digest time", coerce=int, initial=DEFAULT_DIGEST_HOUR,
+        choices=[(hour, f"{hour:02d}:00") for hour in range(24)],
+        help_text="The hour, in your time zone, when the digest arrives.",
+        error_messages={"required": "Choose an hour from 0 to 23.",
+                        "invalid_choice": "Choose an hour from 0 to 23."},
+    )
+    timezone = forms.ChoiceField(
+        label="Time zone", choices=timezone_choices, initial=DEFAULT_TIMEZONE,
+        error_messages={"required": "Choose your time zone.",
+                        "invalid_choice": "Choose a time zone from the list, e.g. Europe/Berlin."},
+    )
+    wants_alerts = forms.TypedChoiceField(
+        label="Breaking news alerts", coerce=lambda value: value == YES, initial=YES,
+        choices=[(YES, "Yes, email me when big news breaks"), (NO, "No alerts")],
+        widget=forms.RadioSelect,
+        help_text="Only for major stories on your topics, at any hour.",
+        error_messages={"required": "Choose whether you want breaking news alerts."},
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+        self.fields["categories"].error_messages["required"] = self.topics_required_message
+
+    def preferences(self) -> Preferences:
+        data = self.cleaned_data
+        return Preferences(
+            categories=tuple(data["categories"]), frequency=data["frequency"],
+            wants_alerts=data["wants_alerts"], timezone=data["timezone"],
+            digest_hour=data["digest_hour"],
+        )
+
+    @classmethod
+    def initial_for(cls, subscriber: Subscriber) -> dict:
+        """The subscriber's current settings, as the fields expect them."""
+        return {
+            "categories": list(subscriber.categories.all()),
+            "frequency": subscriber.frequency,
+            "digest_hour": subscriber.digest_hour,
+            "timezone": subscriber.timezone,
+            "wants_alerts": YES if subscriber.wants_alerts else NO,
+        }
+
+
+class SignupForm(PreferencesForm):
+    email = forms.EmailField(
+        label="Email address", max_length=254,
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "spellcheck": "false"}),
+        error_messages={"required": "Enter your email address.",
+                        "invalid": "Enter a valid email address, like name@example.com.",
+                        "max_length": "Enter an email address of at most 254 characters."},
+    )
+
+    field_order = ["email", "categories", "frequency", "digest_hour", "timezone", "wants_alerts"]
+
+
+class ManageForm(PreferencesForm):
+    # No topics at all would be a subscription that sends nothing: leaving is
+    # a separate, explicit action (and records a withdrawal of consent).
+    topics_required_message = (
+        "Choose at least one topic. To stop all emails, use “Unsubscribe from everything” below."
+    )

@@ -1,0 +1,40 @@
+"""The list headers every digest and alert carries (RFC 2369, 2919, 8058).
+
+One place builds them so that every list email — whatever sends it — offers
+the same one-click unsubscribe that Gmail and Yahoo require of bulk senders.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.urls import reverse
+
+from subscriptions.tokens import Purpose, token_make
+
+
+def unsubscribe_url(*, subscriber_id: int, email: str) -> str:
+    token = token_make(subscriber_id=subscriber_id, email=email, purpose=Purpose.UNSUBSCRIBE)
+    return settings.SITE_URL + reverse("subscriptions:unsubscribe", args=[token])
+
+
+def manage_url(*, subscriber_id: int, email: str) -> str:
+    token = token_make(subscriber_id=subscriber_id, email=email, purpose=Purpose.MANAGE)
+    return settings.SITE_URL + reverse("subscriptions:manage", args=[token])
+
+
+def list_id(list_key: str) -> str:
+    """`List-Id` from an immutable key, so renaming a category keeps the id."""
+    host = urlsplit(settings.SITE_URL).hostname
+    return f"{settings.NEWSROOM_NAME} <{list_key}.lists.{host}>"
+
+
+def list_headers(*, subscriber_id: int, email: str, list_key: str) -> dict[str, str]:
+    url = unsubscribe_url(subscriber_id=subscriber_id, email=email)
+    return {
+        "List-Id": list_id(list_key),
+        "List-Unsubscribe": f"<{url}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Post": "NO",
+    }

@@ -1,0 +1,278 @@
+"""Subscribers, what they follow, and the record of their consent."""
+
+from __future__ import annotations
+
+import zoneinfo
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
+from django.db import models
+from django.db.models.functions import Lower
+
+from newsroom.models import Category
+
+
+def validate_timezone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not a known IANA time zone, e.g. Europe/Berlin.")
+
+
+def normalise_email(address: str) -> str:
+    """One spelling per mailbox: trimmed and lower-cased.
+
+    Local parts are case-sensitive in theory, but no mailbox provider treats
+    them so, and two rows for Ann@ and ann@ would mean two copies of every alert.
+    """
+    return address.strip().lower()
+
+
+class Subscriber(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending confirmation"
+        ACTIVE = "active", "Active"
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+        BOUNCED = "bounced", "Bounced"
+        COMPLAINED = "complained", "Complained"
+
+    class Frequency(models.TextChoices):
+        DAILY = "daily", "Daily"
+        WEEKLY = "weekly", "Weekly"
+        OFF = "off", "No digest"
+
+    # Statuses that must never be mailed until the person acts again.
+    SUPPRESSED = (Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)
+
+    email = models.EmailField(max_length=254, unique=True)
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    categories = models.ManyToManyField(Category, blank=True, related_name="subscribers")
+    frequency = models.CharField(
+        "digest frequency", max_length=6, choices=Frequency.choices, default=Frequency.DAILY
+    )
+    wants_alerts = models.BooleanField("breaking alerts", default=True)
+    timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
+    digest_hour = models.PositiveSmallIntegerField(
+        default=7, validators=[MaxValueValidator(23)], help_text="Local hour, 0-23."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    suppression_reason = models.CharField(max_length=500, blank=True)
+    soft_bounces = models.PositiveIntegerField(
+        default=0, help_text="Soft bounces in a row; reset by a delivery."
+    )
+    erased_at = models.DateTimeField(null=True, blank=True)
+    last_digest_due_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the last digest was due; the next one holds stories after it.",
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="subscriber_email_ci_unique"),
+            models.CheckConstraint(
+                condition=models.Q(digest_hour__lte=23), name="subscriber_digest_hour_0_23"
+            ),
+        ]
+        permissions = [
+            ("export_subscriber", "Can export subscriber data"),
+            ("erase_subscriber", "Can erase a subscriber"),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    def save(self, *args, **kwargs) -> None:
+        self.email = normalise_email(self.email)
+        super().save(*args, **kwargs)
+
+    @property
+    def is_suppressed(self) -> bool:
+        return self.status in self.SUPPRESSED
+
+
+class ConsentRecord(models.Model):
+    """Append-only evidence of each consent given and withdrawn (GDPR Art. 7).
+
+    Rows are never updated or deleted; erasing a subscriber blanks the
+    personal fields (IP, user agent) but keeps the fact and time of consent.
+    """
+
+    class Action(models.TextChoices):
+        SIGNUP = "signup", "Signed up"
+        CONFIRM = "confirm", "Confirmed"
+        CHANGE = "change", "Changed preferences"
+        WITHDRAW = "withdraw", "Withdrew consent"
+        RESUBSCRIBE = "resubscribe", "Subscribed again"
+
+    subscriber = models.ForeignKey(
+        Subscriber, on_delete=models.PROTECT, related_name="consents"
+    )
+    action = models.CharField(max_length=12, choices=Action.choices)
+    method = models.CharField(
+        max_length=40, help_text="How: form, email-link, one-click, esp-webhook, admin…"
+    )
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=500, blank=True)
+    page = models.CharField(max_length=500, blank=True, help_text="The page it came from.")
+    wording_version = models.CharField(max_length=40, blank=True)
+    details = models.JSONField(default=dict, blank=True, help_text="Topics, frequency, reason…")
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} ({self.method}) at {self.at:%Y-%m-%d %H:%M}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValueError("consent records are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("consent records are append-only")
+
+
+class TrackingEvent(models.Model):
+    """An ESP tracking event we acted on: the dedupe ledger for webhooks.
+
+    ESPs deliver webhooks at least once, so the same bounce can arrive twice;
+    the unique (esp, event_id, recipient) row makes processing it again a no-op
+    (SES sends one event id for all recipients of a message, hence the recipient).
+    Deliveries, opens and clicks are not stored: only what changes a subscriber.
+    The address and ESP text are personal data: export and erasure cover them.
+    """
+
+    esp = models.CharField(max_length=40)
+    event_id = models.CharField(max_length=200, blank=True, help_text="Empty if the ESP sent none.")
+    event_type = models.CharField(max_length=20)
+    recipient = models.EmailField(max_length=254, db_index=True)
+    subscriber = models.ForeignKey(
+        Subscriber, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="tracking_events",
+    )
+    message_id = models.CharField(max_length=250, blank=True)
+    reason = models.CharField(max_length=500, blank=True, help_text="ESP description or MTA reply.")
+    outcome = models.CharField(max_length=30, blank=True, help_text="What we did about it.")
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["received_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["esp", "event_id", "recipient"],
+                condition=~models.Q(event_id=""),
+                name="trackingevent_esp_event_recipient_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.esp} {self.event_type} {self.event_id or '(no id)'}"
+
+
+class Edition(models.Model):
+    """One send: a breaking alert, or the digests due at one moment.
+
+    The delivery rows below are the ledger of who gets it; Celery messages only
+    carry ids, so anything lost from the broker is found again from here.
+    """
+
+    class Kind(models.TextChoices):
+        ALERT = "alert", "Breaking alert"
+        DIGEST = "digest", "Digest"
+
+    class Status(models.TextChoices):
+        PLANNED = "planned", "Planned"
+        SENDING = "sending", "Sending"
+        PAUSED = "paused", "Paused"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired (too late to send)"
+
+    ACTIVE = (Status.PLANNED, Status.SENDING)
+
+    key = models.CharField(
+        max_length=100, unique=True,
+        help_text="What this edition is for (alert:story:12, digest:daily:…): never sent twice.",
+    )
+    kind = models.CharField(max_length=6, choices=Kind.choices)
+    frequency = models.CharField(max_length=6, blank=True, help_text="Digests: daily or weekly.")
+    stories = models.ManyToManyField("newsroom.Story", related_name="editions", blank=True)
+    audience = models.JSONField(default=dict, help_text="The rule that chose the recipients.")
+    status = models.CharField(
+        max_length=9, choices=Status.choices, default=Status.PLANNED, db_index=True
+    )
+    scheduled_at = models.DateTimeField(db_index=True)
+    window_end = models.DateTimeField(
+        null=True, blank=True, help_text="Digests: stories published up to this moment."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_progress_at = models.DateTimeField(null=True, blank=True)
+    targeted = models.PositiveIntegerField(default=0)
+    sent = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    requeued = models.PositiveIntegerField(
+        default=0,
+        help_text="Deliveries put back after a worker died mid-batch (possible duplicates).",
+    )
+    note = models.CharField(max_length=500, blank=True, help_text="Why it stopped, if it did.")
+
+    class Meta:
+        ordering = ["-scheduled_at", "-id"]
+        permissions = [("send_edition", "Can send, pause, resume and cancel editions")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} ({self.key})"
+
+    @property
+    def queue(self) -> str:
+        return "alerts" if self.kind == self.Kind.ALERT else "digests"
+
+
+class Delivery(models.Model):
+    """One edition for one subscriber: the unit of exactly-once."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    edition = models.ForeignKey(Edition, on_delete=models.CASCADE, related_name="deliveries")
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(max_length=7, choices=Status.choices, default=Status.QUEUED)
+    window_start = models.DateTimeField(
+        null=True, blank=True, help_text="Digests: stories published after this moment."
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claim = models.UUIDField(null=True, blank=True, help_text="The batch run that holds it.")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    message_id = models.CharField(max_length=255, blank=True, help_text="The ESP's message id.")
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["edition", "subscriber"], name="delivery_once"),
+        ]
+        indexes = [
+            models.Index(fields=["edition", "status"]),
+            models.Index(fields=["status", "claimed_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.edition_id}/{self.subscriber_id}: {self.status}"

@@ -1,0 +1,62 @@
+"""Fixed-window rate limits kept in the Django cache (Redis), shared by all web workers.
+
+A window opens with the first attempt and lasts `window` seconds: `cache.add`
+creates the counter with its TTL only if it is missing, and `cache.incr` (Redis
+INCR, which keeps the TTL) counts atomically, so concurrent requests never
+lose a count. Identities are hashed so the cache holds no addresses in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+
+from django.conf import settings
+from django.core.cache import cache
+
+from subscriptions.models import normalise_email
+
+HOUR = 3600
+
+
+def hit(scope: str, identity: str, *, limit: int, window: int = HOUR) -> bool:
+    """Count one attempt by `identity`; True while it is within `limit` per window."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+    key = f"ratelimit:{scope}:{digest}"
+    for _ in range(2):
+        cache.add(key, 0, timeout=window)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # the window expired between add and incr: open a new one
+            continue
+        return count <= limit
+    raise RuntimeError(f"rate limit counter {key} vanished twice")  # pragma: no cover
+
+
+def client_identity(ip_address: str | None) -> str:
+    """The unit one client controls: an IPv4 address, or an IPv6 /64.
+
+    Providers hand each customer a whole /64, so counting single IPv6 addresses
+    would let one machine rotate through billions of them.
+    """
+    try:
+        address = ipaddress.ip_address(ip_address or "")
+    except ValueError:
+        return "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # ::ffff:a.b.c.d is just an IPv4 client
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def signup_allowed_for_client(ip_address: str | None) -> bool:
+    """Count a sign-up attempt from this client (valid or not)."""
+    return hit("signup-ip", client_identity(ip_address),
+               limit=settings.NEWSROOM_SIGNUP_LIMIT_PER_IP)
+
+
+def signup_allowed_for_email(email: str) -> bool:
+    """Count a sign-up of this address; known and unknown addresses count alike."""
+    return hit("signup-email", normalise_email(email),
+               limit=settings.NEWSROOM_SIGNUP_LIMIT_PER_EMAIL)

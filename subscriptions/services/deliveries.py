@@ -1,0 +1,266 @@
+"""Send one batch of an edition: claim, personalise, hand over, record.
+
+A batch is a range of delivery ids. It is safe to run twice, or at once on two
+workers: rows are claimed with a conditional update stamped with a fresh claim
+token, and only the rows carrying that token are sent. Whoever unsubscribed or
+bounced since the edition started is skipped just before the send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from email.utils import formatdate, parseaddr
+
+from django.conf import settings
+from django.core.mail import get_connection
+from django.db.models import F, Q
+from django.utils import timezone
+
+from newsroom.models import Category, Story
+from subscriptions import edition_content
+from subscriptions.edition_content import Content
+from subscriptions.list_headers import list_id, manage_url, unsubscribe_url
+from subscriptions.mime import MessageTemplate, hole
+from subscriptions.models import Delivery, Edition, Subscriber
+from subscriptions.throttle import throttle_acquire
+from subscriptions.transports import Recipient, send_batch
+
+logger = logging.getLogger(__name__)
+
+# The per-recipient values every edition template may use.
+PERSONAL_VALUES = ("email", "unsubscribe_url", "manage_url")
+
+
+@dataclass
+class BatchReport:
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retry: list[int] = field(default_factory=list)
+    reason: str = ""
+
+
+def _message_id(edition_id: int, subscriber_id: int) -> str:
+    """Stable per delivery, so a resend after a crash carries the same id."""
+    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost"
+    mac = hmac.new(settings.SECRET_KEY.encode(), f"{edition_id}.{subscriber_id}".encode(),
+                   hashlib.sha256).hexdigest()[:12]
+    return f"<e{edition_id}.s{subscriber_id}.{mac}@{domain}>"
+
+
+class _Contents:
+    """The distinct contents of this batch, each with its message template."""
+
+    def __init__(self, edition: Edition) -> None:
+        self.edition = edition
+        self.templates: dict[str, tuple[Content, MessageTemplate]] = {}
+        self.reply_to = settings.NEWSROOM_REPLY_TO
+
+    def get(self, key: str, build) -> tuple[Content, MessageTemplate]:
+        if key not in self.templates:
+            content = build()
+            template = MessageTemplate(
+                subject=content.subject, from_email=settings.DEFAULT_FROM_EMAIL,
+                text=content.text, html=content.html, reply_to=self.reply_to,
+                headers={
+                    "List-Id": list_id(content.list_key),
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                    "List-Post": "NO",
+                    "Precedence": "bulk",
+                },
+            )
+            self.templates[key] = (content, template)
+        return self.templates[key]
+
+
+def _digest_variants(edition: Edition, rows: list[tuple]) -> dict[int, tuple[str, object]]:
+    """Per delivery id: (variant key, builder) for its digest content."""
+    subscriber_ids = [row[1] for row in rows]
+    follows: dict[int, set[int]] = defaultdict(set)
+    for subscriber_id, category_id in Subscriber.categories.through.objects.filter(
+        subscriber_id__in=subscriber_ids
+    ).values_list("subscriber_id", "category_id"):
+        follows[subscriber_id].add(category_id)
+    earliest = min((row[3] for row in rows if row[3]), default=edition.window_end)
+    stories = list(
+        Story.objects.filter(
+            status=Story.Status.PUBLISHED, published_at__gt=earliest,
+            published_at__lte=edition.window_end,
+        ).select_related("category").only(
+            "id", "headline", "slug", "dek", "body", "published_at", "category_id",
+            "category__name", "category__slug", "category__order",
+        )
+    )
+    categories = {c.pk: c for c in Category.objects.all()}
+    chosen: dict[int, tuple[str, object]] = {}
+    for delivery_id, subscriber_id, _email, window_start in rows:
+        cats = sorted(follows.get(subscriber_id, ()))
+        key = edition_content.variant_key(window_start, cats)
+        picked = [s for s in stories
+                  if s.category_id in follows.get(subscriber_id, ())
+                  and s.published_at > window_start]
+
+        def build(window_start=window_start, picked=picked, cats=cats):
+            return edition_content.digest_content(
+                edition.pk, window_start, edition.frequency, picked,
+                [categories[c] for c in cats],
+            )
+
+        chosen[delivery_id] = (key, build if picked else None)
+    return chosen
+
+
+def deliveries_send(*, edition_id: int, first_id: int, last_id: int) -> BatchReport:
+    """Send the queued deliveries of one edition with ids in [first_id, last_id]."""
+    report = BatchReport()
+    edition = Edition.objects.filter(pk=edition_id).first()
+    if edition is None or edition.status != Edition.Status.SENDING:
+        report.reason = f"edition is {edition.status if edition else 'gone'}"
+        return report
+    now = timezone.now()
+    batch = Delivery.objects.filter(edition_id=edition_id, id__gte=first_id, id__lte=last_id)
+
+    gone = ~Q(subscriber__status=Subscriber.Status.ACTIVE)
+    if edition.kind == Edition.Kind.ALERT:
+        gone |= Q(subscriber__wants_alerts=False)
+    report.skipped = batch.filter(status=Delivery.Status.QUEUED).filter(gone).update(
+        status=Delivery.Status.SKIPPED, last_error="subscriber no longer wants it"
+    )
+
+    claim = uuid.uuid4()
+    report.claimed = batch.filter(status=Delivery.Status.QUEUED).update(
+        status=Delivery.Status.SENDING, claim=claim, claimed_at=now, attempts=F("attempts") + 1
+    )
+    if report.claimed:
+        rows = list(
+            Delivery.objects.filter(claim=claim).order_by("id").values_list(
+                "id", "subscriber_id", "subscriber__email", "window_start"
+            )
+        )
+        _send_claimed(edition, rows, report)
+    _record_progress(edition, report)
+    return report
+
+
+def _send_claimed(edition: Edition, rows: list[tuple], report: BatchReport) -> None:
+    contents = _Contents(edition)
+    if edition.kind == Edition.Kind.ALERT:
+        story = edition.stories.select_related("category").get()
+        build = lambda: edition_content.alert_content(  # noqa: E731
+            edition.pk, story.pk, story.updated_at
+        )
+        variants = {row[0]: ("alert", build) for row in rows}
+    else:
+        variants = _digest_variants(edition, rows)
+
+    by_variant: dict[str, list[Recipient]] = defaultdict(list)
+    nothing_new: list[int] = []
+    for delivery_id, subscriber_id, email, _window in rows:
+        key, build = variants[delivery_id]
+        if build is None:
+            nothing_new.append(delivery_id)
+            continue
+        contents.get(key, build)
+        unsubscribe = unsubscribe_url(subscriber_id=subscriber_id, email=email)
+        by_variant[key].append(Recipient(
+            delivery_id=delivery_id, email=email,
+            values={"email": email, "unsubscribe_url": unsubscribe,
+                    "manage_url": manage_url(subscriber_id=subscriber_id, email=email)},
+            headers={"List-Unsubscribe": f"<{unsubscribe}>"},
+            message_id=_message_id(edition.pk, subscriber_id),
+        ))
+    if nothing_new:  # their categories had nothing in the window after all
+        report.skipped += Delivery.objects.filter(id__in=nothing_new).update(
+            status=Delivery.Status.SKIPPED, claim=None, last_error="nothing new"
+        )
+
+    date = formatdate(usegmt=True)
+    connection = get_connection()
+    results = []
+    for key, recipients in by_variant.items():
+        content, template = contents.templates[key]
+        throttle_acquire(len(recipients))
+
+        def render(r: Recipient, template=template) -> bytes:
+            return template.render(to=r.email, message_id=r.message_id, date=date,
+                                   values=r.values, headers=r.headers)
+
+        def esp_content(syntax: str, content=content) -> tuple[str, str, str]:
+            text, html = content.text, content.html
+            for name in PERSONAL_VALUES:
+                text = text.replace(hole(name), syntax.format(name))
+                html = html.replace(hole(name), syntax.format(name))
+            return content.subject, text, html
+
+        results += send_batch(connection=connection, from_email=settings.DEFAULT_FROM_EMAIL,
+                              recipients=recipients, render=render, esp_content=esp_content)
+    _record_results(edition, results, report)
+
+
+def _record_results(edition: Edition, results, report: BatchReport) -> None:
+    now = timezone.now()
+    sent_plain = [r.delivery_id for r in results if r.status == "sent" and not r.esp_message_id]
+    sent_ids = [r for r in results if r.status == "sent" and r.esp_message_id]
+    if sent_plain:
+        Delivery.objects.filter(id__in=sent_plain).update(
+            status=Delivery.Status.SENT, sent_at=now, claim=None, last_error=""
+        )
+    by_message_id: dict[str, list[int]] = defaultdict(list)
+    for r in sent_ids:  # ESPs often give one id to a whole batch: one update per id
+        by_message_id[r.esp_message_id].append(r.delivery_id)
+    for message_id, ids in by_message_id.items():
+        Delivery.objects.filter(id__in=ids).update(
+            status=Delivery.Status.SENT, sent_at=now, claim=None, last_error="",
+            message_id=message_id,
+        )
+    report.sent = len(sent_plain) + len(sent_ids)
+
+    max_attempts = settings.NEWSROOM_DELIVERY_MAX_ATTEMPTS
+    retry = [r for r in results if r.status == "retry"]
+    failed = [r for r in results if r.status == "failed"]
+    if retry:
+        # Out of attempts: a transient error that never cleared is a failure.
+        exhausted = set(Delivery.objects.filter(
+            id__in=[r.delivery_id for r in retry], attempts__gte=max_attempts
+        ).values_list("id", flat=True))
+        failed += [r for r in retry if r.delivery_id in exhausted]
+        retry = [r for r in retry if r.delivery_id not in exhausted]
+    for detail, ids in _group(retry).items():
+        Delivery.objects.filter(id__in=ids).update(
+            status=Delivery.Status.QUEUED, claim=None, last_error=detail
+        )
+    report.retry = [r.delivery_id for r in retry]
+    for detail, ids in _group(failed).items():
+        Delivery.objects.filter(id__in=ids).update(
+            status=Delivery.Status.FAILED, claim=None, last_error=detail
+        )
+        logger.warning(
+            "edition %s: %d deliveries failed: %s", edition.pk, len(ids), detail,
+            extra={"edition_id": edition.pk, "delivery_ids": ids[:20], "count": len(ids),
+                   "error": detail},
+        )
+    report.failed = len(failed)
+
+
+def _group(results) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for r in results:
+        grouped[r.detail[:500]].append(r.delivery_id)
+    return grouped
+
+
+def _record_progress(edition: Edition, report: BatchReport) -> None:
+    now = timezone.now()
+    Edition.objects.filter(pk=edition.pk).update(
+        sent=F("sent") + report.sent, failed=F("failed") + report.failed,
+        skipped=F("skipped") + report.skipped, last_progress_at=now,
+    )
+    from subscriptions.services.editions import edition_finish_if_complete
+
+    edition_finish_if_complete(edition_id=edition.pk)

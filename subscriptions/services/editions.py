@@ -1,0 +1,407 @@
+"""Editions: create them, fan them out into deliveries and batches, steer them.
+
+The path of a send:  edition_create_alert / digests_schedule  ->  edition_dispatch
+(one INSERT ... SELECT writes a delivery row per recipient, then one task per
+range of delivery ids)  ->  services.deliveries.deliveries_send (per batch).
+editions_reconcile finds work that stopped moving and puts it back.
+"""
+
+from __future__ import annotations
+
+import logging
+import zoneinfo
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, DateTimeField, Exists, F, Min, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from newsroom.models import Story
+from subscriptions.models import Delivery, Edition, Subscriber
+
+logger = logging.getLogger(__name__)
+
+PERIOD = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
+
+
+class EditionError(ValueError):
+    """An edition cannot be created or changed as asked."""
+
+
+class AlertAlreadySent(EditionError):
+    def __init__(self, edition: Edition) -> None:
+        super().__init__(f"An alert for this story already exists (edition #{edition.pk}).")
+        self.edition = edition
+
+
+def _log_state(edition: Edition, state: str, **extra: object) -> None:
+    logger.info("edition %s", state,
+                extra={"edition_id": edition.pk, "edition_key": edition.key, "state": state,
+                       **extra})
+
+
+# --- Audiences -----------------------------------------------------------------------
+
+def alert_audience(*, category_id: int) -> QuerySet[Subscriber]:
+    """Active subscribers who want alerts and follow the category."""
+    return Subscriber.objects.filter(
+        status=Subscriber.Status.ACTIVE, wants_alerts=True,
+    ).filter(Exists(Subscriber.categories.through.objects.filter(
+        subscriber_id=OuterRef("pk"), category_id=category_id,
+    )))
+
+
+def _digest_audience(edition: Edition) -> QuerySet[Subscriber]:
+    due = edition.window_end
+    slots = Q()
+    for tz, hour in edition.audience["slots"]:
+        slots |= Q(timezone=tz, digest_hour=hour)
+    first_window = due - PERIOD[edition.frequency]
+    return (
+        Subscriber.objects.filter(
+            status=Subscriber.Status.ACTIVE, frequency=edition.frequency,
+            confirmed_at__lte=due,
+        )
+        .filter(slots)
+        .filter(Q(last_digest_due_at__isnull=True) | Q(last_digest_due_at__lt=due))
+        .annotate(window_start=Coalesce(F("last_digest_due_at"), Value(first_window)))
+    )
+
+
+def _insert_deliveries(edition: Edition, audience: QuerySet, *, window: bool) -> int:
+    """One INSERT ... SELECT: set-based, however large the audience."""
+    columns = ["edition_id", "subscriber_id", "status", "attempts", "message_id",
+               "last_error", "window_start"]
+    select = audience.order_by("pk").values_list(
+        Value(edition.pk), "pk", Value(Delivery.Status.QUEUED), Value(0), Value(""),
+        Value(""), "window_start" if window else Value(None, output_field=DateTimeField()),
+    )
+    sql, params = select.query.sql_with_params()
+    table = Delivery._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) {sql} "
+            "ON CONFLICT (edition_id, subscriber_id) DO NOTHING",
+            params,
+        )
+        return cursor.rowcount
+
+
+# --- Creating editions ------------------------------------------------------------------
+
+def edition_create_alert(*, story: Story, by=None) -> Edition:
+    """An alert edition for a published breaking story; at most one per story."""
+    if not story.breaking:
+        raise EditionError("Only stories marked breaking send alerts.")
+    if story.status != Story.Status.PUBLISHED:
+        raise EditionError("Publish the story before sending an alert.")
+    with transaction.atomic():
+        edition, created = Edition.objects.get_or_create(
+            key=f"alert:story:{story.pk}",
+            defaults={
+                "kind": Edition.Kind.ALERT, "scheduled_at": timezone.now(),
+                "created_by": by, "audience": {"category_id": story.category_id},
+            },
+        )
+        if not created:
+            raise AlertAlreadySent(edition)
+        edition.stories.set([story])
+        _log_state(edition, "planned", story_id=story.pk)
+        transaction.on_commit(lambda: _enqueue_dispatch(edition))
+    return edition
+
+
+def _enqueue_dispatch(edition: Edition) -> None:
+    from subscriptions.tasks import edition_dispatch
+
+    edition_dispatch.apply_async((edition.pk,), queue=edition.queue)
+
+
+def due_instant(now: datetime, tz: str, hour: int, frequency: str) -> datetime:
+    """The latest moment at or before `now` when this slot's digest was due."""
+    zone = zoneinfo.ZoneInfo(tz)
+    local = now.astimezone(zone)
+    day = local.date()
+    if frequency == "weekly":
+        day -= timedelta(days=(day.weekday() - settings.NEWSROOM_WEEKLY_DIGEST_WEEKDAY) % 7)
+    due = datetime.combine(day, time(hour), tzinfo=zone)
+    if due > local:
+        due -= PERIOD[frequency]
+        due = datetime.combine(due.date(), time(hour), tzinfo=zone)
+    return due.astimezone(zoneinfo.ZoneInfo("UTC"))
+
+
+def digests_schedule(*, now: datetime | None = None) -> list[Edition]:
+    """Create (and dispatch) the digest editions due now; safe to run every few minutes.
+
+    Subscribers are grouped by (frequency, time zone, hour): a few hundred
+    groups at most. Each group's due moment is worked out in its own time zone,
+    and one edition is made per (frequency, due moment).
+    """
+    now = now or timezone.now()
+    late = timedelta(seconds=settings.NEWSROOM_DIGEST_MAX_LATENESS)
+    groups: dict[tuple[str, datetime], list[list]] = defaultdict(list)
+    slots = (
+        Subscriber.objects.filter(status=Subscriber.Status.ACTIVE, frequency__in=PERIOD)
+        .values_list("frequency", "timezone", "digest_hour").distinct()
+    )
+    for frequency, tz, hour in slots:
+        try:
+            due = due_instant(now, tz, hour, frequency)
+        except zoneinfo.ZoneInfoNotFoundError:
+            logger.error("unknown time zone %r on subscribers; skipped", tz)
+            continue
+        if now - due <= late:
+            groups[(frequency, due)].append([tz, hour])
+    created = []
+    for (frequency, due), group_slots in sorted(groups.items()):
+        edition, new = Edition.objects.get_or_create(
+            key=f"digest:{frequency}:{due:%Y-%m-%dT%H:%MZ}",
+            defaults={
+                "kind": Edition.Kind.DIGEST, "frequency": frequency, "scheduled_at": due,
+                "window_end": due, "audience": {"frequency": frequency, "slots": group_slots},
+            },
+        )
+        if new:
+            _log_state(edition, "planned")
+            created.append(edition)
+            transaction.on_commit(lambda e=edition: _enqueue_dispatch(e))
+    return created
+
+
+# --- Dispatch -------------------------------------------------------------------------------
+
+def edition_dispatch(*, edition_id: int) -> int:
+    """Write the edition's deliveries and enqueue its batches; returns the count.
+
+    Runs once: only a planned edition is taken, by a conditional update.
+    """
+    now = timezone.now()
+    edition = Edition.objects.filter(pk=edition_id).first()
+    if edition is None:
+        return 0
+    stale = timedelta(seconds=settings.NEWSROOM_ALERT_STALE_AFTER)
+    if edition.kind == Edition.Kind.ALERT and now - edition.scheduled_at > stale:
+        if Edition.objects.filter(pk=edition.pk, status=Edition.Status.PLANNED).update(
+            status=Edition.Status.EXPIRED, finished_at=now,
+            note=f"not started within {stale}; not sent late",
+        ):
+            logger.error("edition expired", extra={"edition_id": edition.pk,
+                                                   "edition_key": edition.key})
+        return 0
+    with transaction.atomic():
+        if not Edition.objects.filter(pk=edition.pk, status=Edition.Status.PLANNED).update(
+            status=Edition.Status.SENDING, started_at=now, last_progress_at=now,
+        ):
+            return 0
+        if edition.kind == Edition.Kind.ALERT:
+            audience = alert_audience(category_id=edition.audience["category_id"])
+            count = _insert_deliveries(edition, audience, window=False)
+        else:
+            audience = _digest_audience(edition)
+            has_news = Exists(Story.objects.filter(
+                status=Story.Status.PUBLISHED,
+                category__subscribers=OuterRef("pk"),
+                published_at__gt=OuterRef("window_start"),
+                published_at__lte=edition.window_end,
+            ))
+            count = _insert_deliveries(edition, audience.filter(has_news), window=True)
+            # Everyone due has had this moment, news or not: the next window starts here.
+            audience.update(last_digest_due_at=edition.window_end)
+            earliest = Delivery.objects.filter(edition=edition).aggregate(
+                earliest=Min("window_start"))["earliest"]
+            if earliest is not None:  # the stories any of its digests can hold
+                edition.stories.set(Story.objects.filter(
+                    status=Story.Status.PUBLISHED, published_at__gt=earliest,
+                    published_at__lte=edition.window_end,
+                ))
+        Edition.objects.filter(pk=edition.pk).update(targeted=count)
+    _log_state(edition, "sending", targeted=count)
+    enqueue_batches(edition)
+    edition_finish_if_complete(edition_id=edition.pk)
+    return count
+
+
+def batch_ranges(edition: Edition, *, statuses: tuple[str, ...] = (Delivery.Status.QUEUED,)
+                 ) -> list[tuple[int, int]]:
+    """(first id, last id) of each batch of deliveries still to send."""
+    size = settings.NEWSROOM_BATCH_SIZE
+    table = Delivery._meta.db_table
+    marks = ", ".join(["%s"] * len(statuses))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT MIN(id), MAX(id) FROM (SELECT id, (ROW_NUMBER() OVER (ORDER BY id) - 1) "  # noqa: S608
+            f"/ %s AS chunk FROM {table} WHERE edition_id = %s AND status IN ({marks})) ranked "
+            "GROUP BY chunk ORDER BY 1",
+            [size, edition.pk, *statuses],
+        )
+        return [(first, last) for first, last in cursor.fetchall()]
+
+
+def enqueue_batches(edition: Edition) -> int:
+    from subscriptions.tasks import deliveries_send
+
+    ranges = batch_ranges(edition)
+    for first, last in ranges:
+        deliveries_send.apply_async((edition.pk, first, last), queue=edition.queue)
+    return len(ranges)
+
+
+def edition_finish_if_complete(*, edition_id: int) -> bool:
+    """Mark a sending edition done once nothing is left to send."""
+    if Delivery.objects.filter(
+        edition_id=edition_id, status__in=(Delivery.Status.QUEUED, Delivery.Status.SENDING)
+    ).exists():
+        return False
+    done = Edition.objects.filter(pk=edition_id, status=Edition.Status.SENDING).update(
+        status=Edition.Status.DONE, finished_at=timezone.now()
+    )
+    if done:
+        edition = Edition.objects.get(pk=edition_id)
+        _log_state(edition, "done", sent=edition.sent, failed=edition.failed,
+                   skipped=edition.skipped)
+    return bool(done)
+
+
+# --- Steering ---------------------------------------------------------------------------------
+
+def edition_pause(*, edition: Edition) -> bool:
+    changed = Edition.objects.filter(
+        pk=edition.pk, status__in=(Edition.Status.SENDING, Edition.Status.PLANNED)
+    ).update(status=Edition.Status.PAUSED)
+    if changed:
+        _log_state(edition, "paused")
+    return bool(changed)
+
+
+def edition_resume(*, edition: Edition) -> bool:
+    """Continue a paused edition: its batches are enqueued again."""
+    changed = Edition.objects.filter(pk=edition.pk, status=Edition.Status.PAUSED).update(
+        status=Edition.Status.SENDING, last_progress_at=timezone.now()
+    )
+    if changed:
+        edition.refresh_from_db()
+        if edition.started_at is None:  # paused before it was dispatched
+            Edition.objects.filter(pk=edition.pk).update(status=Edition.Status.PLANNED)
+            _enqueue_dispatch(edition)
+        else:
+            enqueue_batches(edition)
+        _log_state(edition, "resumed")
+    return bool(changed)
+
+
+def edition_cancel(*, edition: Edition) -> int:
+    """Stop for good; what was not sent yet is skipped. Returns deliveries skipped."""
+    with transaction.atomic():
+        changed = Edition.objects.filter(
+            pk=edition.pk, status__in=(*Edition.ACTIVE, Edition.Status.PAUSED)
+        ).update(status=Edition.Status.CANCELLED, finished_at=timezone.now())
+        if not changed:
+            return 0
+        skipped = Delivery.objects.filter(
+            edition=edition, status=Delivery.Status.QUEUED
+        ).update(status=Delivery.Status.SKIPPED, last_error="edition cancelled")
+        Edition.objects.filter(pk=edition.pk).update(skipped=F("skipped") + skipped)
+    _log_state(edition, "cancelled", skipped=skipped)
+    return skipped
+
+
+def edition_retry_failed(*, edition: Edition) -> int:
+    """Queue the failed deliveries again (after fixing what made them fail)."""
+    with transaction.atomic():
+        count = Delivery.objects.filter(edition=edition, status=Delivery.Status.FAILED).update(
+            status=Delivery.Status.QUEUED, attempts=0, last_error=""
+        )
+        if not count:
+            return 0
+        Edition.objects.filter(pk=edition.pk).update(
+            failed=F("failed") - count, finished_at=None, status=Edition.Status.SENDING,
+            last_progress_at=timezone.now(),
+        )
+    edition.refresh_from_db()
+    _log_state(edition, "retrying failed", count=count)
+    enqueue_batches(edition)
+    return count
+
+
+# --- Reconcile --------------------------------------------------------------------------------
+
+@dataclass
+class ReconcileReport:
+    redispatched: list[int]
+    released: int  # deliveries taken back from dead batch runs
+    requeued_editions: list[int]
+    expired: list[int]
+    finished: list[int]
+
+    @property
+    def acted(self) -> bool:
+        return bool(self.redispatched or self.released or self.requeued_editions
+                    or self.expired or self.finished)
+
+
+def editions_reconcile(*, now: datetime | None = None, dry_run: bool = False) -> ReconcileReport:
+    """Find sends that stopped moving and set them going again.
+
+    * a planned edition whose dispatch message was lost is dispatched again
+      (or expires, for an alert past its staleness window);
+    * deliveries claimed by a batch run that died (claimed longer ago than any
+      task may run) go back to the queue: these are the only possible
+      duplicates, and they are counted on the edition;
+    * a sending edition with queued deliveries and no progress for a while
+      (its batch messages were lost with Redis) gets its batches enqueued again;
+      batch runs claim rows, so a batch that was not lost runs once anyway.
+    """
+    now = now or timezone.now()
+    stall = timedelta(seconds=settings.NEWSROOM_STALL_AFTER)
+    claim_timeout = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    report = ReconcileReport([], 0, [], [], [])
+
+    for edition in Edition.objects.filter(
+        status=Edition.Status.PLANNED, scheduled_at__lte=now - stall
+    ):
+        report.redispatched.append(edition.pk)
+        if not dry_run:
+            _enqueue_dispatch(edition)
+
+    dead = Delivery.objects.filter(
+        status=Delivery.Status.SENDING, claimed_at__lt=now - claim_timeout
+    )
+    per_edition = dict(
+        dead.values("edition_id").annotate(n=Count("id")).values_list("edition_id", "n")
+    )
+    report.released = sum(per_edition.values())
+    if not dry_run:
+        for edition_id in per_edition:
+            with transaction.atomic():
+                released = dead.filter(edition_id=edition_id).update(
+                    status=Delivery.Status.QUEUED, claim=None,
+                    last_error="requeued: its batch run died",
+                )
+                Edition.objects.filter(pk=edition_id).update(requeued=F("requeued") + released)
+            logger.warning("deliveries requeued after a dead batch run",
+                           extra={"edition_id": edition_id, "count": released})
+
+    stalled = Edition.objects.filter(
+        status=Edition.Status.SENDING, last_progress_at__lt=now - stall
+    )
+    for edition in stalled:
+        if Delivery.objects.filter(edition=edition, status=Delivery.Status.QUEUED).exists():
+            report.requeued_editions.append(edition.pk)
+            if not dry_run:
+                Edition.objects.filter(pk=edition.pk).update(last_progress_at=now)
+                batches = enqueue_batches(edition)
+                logger.warning("stalled edition: batches enqueued again",
+                               extra={"edition_id": edition.pk, "batches": batches})
+        elif not Delivery.objects.filter(
+            edition=edition, status=Delivery.Status.SENDING
+        ).exists():
+            report.finished.append(edition.pk)
+            if not dry_run:
+                edition_finish_if_complete(edition_id=edition.pk)
+    return report
+

@@ -1,0 +1,70 @@
+"""Celery entry points for subscriptions: ids in, a service call, nothing else."""
+
+from __future__ import annotations
+
+import smtplib
+
+from anymail.exceptions import AnymailAPIError
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from subscriptions import emails
+from subscriptions.services import deliveries, editions, tracking
+
+# Transient transport failures: try again later, with growing pauses.
+TRANSIENT = (smtplib.SMTPException, ConnectionError, TimeoutError, OSError, AnymailAPIError)
+
+
+@shared_task(
+    name="subscriptions.subscriber_email_send",
+    autoretry_for=TRANSIENT, retry_backoff=5, retry_backoff_max=600, retry_jitter=True,
+    max_retries=10,
+)
+def subscriber_email_send(subscriber_id: int, kind: str) -> bool:
+    return emails.subscriber_email_send(subscriber_id=subscriber_id, kind=kind)
+
+
+@shared_task(
+    name="subscriptions.tracking_event_process",  # queue "priority": CELERY_TASK_ROUTES
+    autoretry_for=(OperationalError, InterfaceError), retry_backoff=2, retry_backoff_max=120,
+    retry_jitter=True, max_retries=8,
+)
+def tracking_event_process(**payload: str | None) -> str:
+    """One ESP event (bounce, complaint...); safe to run twice (deduped on event id)."""
+    return tracking.tracking_event_process(**payload)
+
+
+DB_TRANSIENT = (OperationalError, InterfaceError)
+
+
+@shared_task(
+    name="subscriptions.edition_dispatch",  # queue: "alerts" or "digests", chosen by the caller
+    autoretry_for=DB_TRANSIENT, retry_backoff=2, retry_backoff_max=60, max_retries=10,
+)
+def edition_dispatch(edition_id: int) -> int:
+    return editions.edition_dispatch(edition_id=edition_id)
+
+
+@shared_task(
+    name="subscriptions.deliveries_send", bind=True,
+    autoretry_for=DB_TRANSIENT, retry_backoff=2, retry_backoff_max=60, max_retries=None,
+)
+def deliveries_send(self, edition_id: int, first_id: int, last_id: int) -> dict:
+    report = deliveries.deliveries_send(edition_id=edition_id, first_id=first_id, last_id=last_id)
+    if report.retry:  # transient transport errors: the same range again, later
+        countdown = min(600, 5 * 2 ** min(self.request.retries, 7))
+        queue = (self.request.delivery_info or {}).get("routing_key")
+        raise self.retry(countdown=countdown, queue=queue, max_retries=None)
+    return {"sent": report.sent, "failed": report.failed, "skipped": report.skipped}
+
+
+@shared_task(name="subscriptions.digests_schedule")
+def digests_schedule() -> list[int]:
+    return [edition.pk for edition in editions.digests_schedule()]
+
+
+@shared_task(name="subscriptions.editions_reconcile")
+def editions_reconcile() -> dict:
+    report = editions.editions_reconcile()
+    return {"redispatched": report.redispatched, "released": report.released,
+            "requeued_editions": report.requeued_editions, "finished": report.finished}

@@ -1,0 +1,198 @@
+"""Hand a batch of personalised messages to whatever email backend is configured.
+
+Every path goes through Django's configured email backend (EMAIL_BACKEND), so
+any backend works; three of them get a faster road:
+
+* a backend with `send_prebuilt()` (our SMTP and outbox backends) takes the
+  prebuilt bytes as they are: over SMTP, one pipelined connection per batch;
+* an anymail ESP that substitutes per-recipient values in the body gets one
+  API call per chunk of recipients (the ESP's batch limit), with
+  `merge_data`, `merge_headers` (List-Unsubscribe) and `merge_metadata` (the
+  delivery id, to match webhook events);
+* any other backend gets one EmailMessage per recipient whose MIME is the
+  prebuilt message.
+
+Every path returns one Result per delivery: sent, or failed permanently, or
+failed transiently (retry later).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.utils import parseaddr
+
+from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
+
+from newsroom.smtp_pipelining import Envelope, TransactionInterrupted
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    delivery_id: int
+    email: str
+    values: dict[str, str]  # hole name -> value (email, manage_url, unsubscribe_url)
+    headers: dict[str, str]  # per-recipient headers (List-Unsubscribe)
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Result:
+    delivery_id: int
+    status: str  # "sent", "failed" (permanent) or "retry" (transient)
+    detail: str = ""
+    esp_message_id: str = ""
+
+
+# How each ESP spells a per-recipient substitution in an on-the-fly body, and
+# its recipients-per-call limit. ESPs missing here (Postmark, SES, …) need a
+# stored template for that, so they take the one-message-per-recipient road.
+ESP_MERGE = {
+    "mailgun": ("%recipient.{}%", 1000),
+    "mailjet": ("[[var:{}]]", 50),
+    "mandrill": ("*|{}|*", 1000),
+    "sparkpost": ("{{{{{}}}}}", 1000),
+}
+
+
+def esp_name(connection: object) -> str | None:
+    """The anymail ESP behind a connection, or None for other backends."""
+    try:
+        from anymail.backends.base import AnymailBaseBackend
+    except ImportError:  # pragma: no cover - anymail is a dependency
+        return None
+    if isinstance(connection, AnymailBaseBackend):
+        return connection.esp_name.lower().replace(" ", "").replace("_", "")
+    return None
+
+
+class PrebuiltEmail(EmailMessage):
+    """An EmailMessage whose MIME was built elsewhere (by `mime.MessageTemplate`)."""
+
+    def __init__(self, raw: bytes, *, from_email: str, to: str, **kwargs) -> None:
+        super().__init__(from_email=from_email, to=[to], **kwargs)
+        self.raw = raw
+        parsed = message_from_bytes(raw, policy=policy.SMTP)
+        self.subject = str(parsed["Subject"] or "")
+        self._parsed = parsed
+
+    def message(self, *, policy=None):
+        return self._parsed
+
+
+def send_batch(
+    *, connection, from_email: str, recipients: Sequence[Recipient],
+    render: Callable[[Recipient], bytes], esp_content: Callable[[str], tuple[str, str, str]],
+) -> list[Result]:
+    """Send one batch through `connection`; `render` builds one recipient's bytes.
+
+    `esp_content(syntax)` returns (subject, text, html) with the holes spelt in
+    an ESP's merge syntax, for the batch API road.
+    """
+    if hasattr(connection, "send_prebuilt"):
+        return _send_prebuilt(connection, from_email, recipients, render)
+    esp = esp_name(connection)
+    if esp in ESP_MERGE:
+        return _send_esp_batches(connection, esp, from_email, recipients, esp_content)
+    return _send_one_by_one(connection, from_email, recipients, render)
+
+
+def _send_prebuilt(connection, from_email, recipients, render) -> list[Result]:
+    sender = parseaddr(from_email)[1]  # the envelope takes the bare address
+    envelopes = [Envelope(r.delivery_id, sender, r.email, render(r)) for r in recipients]
+    try:
+        outcomes = connection.send_prebuilt(envelopes)
+    except TransactionInterrupted as exc:
+        done = {o.key for o in exc.outcomes}
+        outcomes = list(exc.outcomes)
+        results = [_from_outcome(o) for o in outcomes]
+        # Not reached, or ambiguous (data sent, no reply): retried; an ambiguous
+        # one may arrive twice, and is counted as a possible duplicate.
+        results += [
+            Result(r.delivery_id, "retry", f"connection lost: {exc}")
+            for r in recipients if r.delivery_id not in done
+        ]
+        return results
+    return [_from_outcome(o) for o in outcomes]
+
+
+def _from_outcome(outcome) -> Result:
+    if outcome.accepted:
+        return Result(outcome.key, "sent", esp_message_id=_queue_id(outcome.reply))
+    status = "failed" if outcome.permanent else "retry"
+    return Result(outcome.key, status, f"{outcome.code} {outcome.reply}"[:500])
+
+
+def _queue_id(reply: str) -> str:
+    # Postfix: "2.0.0 Ok: queued as 4Bq1xT0k3Zz"; keep the id when there is one.
+    marker = "queued as "
+    return reply.rsplit(marker, 1)[1].strip()[:255] if marker in reply else ""
+
+
+def _send_esp_batches(connection, esp, from_email, recipients, esp_content) -> list[Result]:
+    from anymail.exceptions import AnymailError
+
+    syntax, limit = ESP_MERGE[esp]
+    subject, text, html = esp_content(syntax)
+    results: list[Result] = []
+    for start in range(0, len(recipients), limit):
+        chunk = recipients[start : start + limit]
+        message = EmailMultiAlternatives(
+            subject=subject, body=text, from_email=from_email,
+            to=[r.email for r in chunk], connection=connection,
+        )
+        message.attach_alternative(html, "text/html")
+        message.merge_data = {r.email: r.values for r in chunk}
+        message.merge_headers = {r.email: r.headers for r in chunk}
+        message.merge_metadata = {r.email: {"delivery_id": str(r.delivery_id)} for r in chunk}
+        try:
+            message.send()
+        except AnymailError as exc:
+            # Transient or not, the whole call failed: nothing was accepted
+            # (a 4xx/5xx from the API), or a timeout left it unknown.
+            status = "retry" if _transient(exc) else "failed"
+            results += [Result(r.delivery_id, status, str(exc)[:500]) for r in chunk]
+            continue
+        statuses = message.anymail_status.recipients
+        for r in chunk:
+            status = statuses.get(r.email)
+            if status is not None and status.status in {"sent", "queued"}:
+                results.append(Result(r.delivery_id, "sent",
+                                      esp_message_id=str(status.message_id or "")[:255]))
+            elif status is not None and status.status in {"invalid", "rejected"}:
+                results.append(Result(r.delivery_id, "failed", f"ESP: {status.status}"))
+            else:
+                results.append(Result(r.delivery_id, "retry", "ESP status unknown"))
+    return results
+
+
+def _transient(exc: Exception) -> bool:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status is None or status == 429 or status >= 500
+
+
+def _send_one_by_one(connection, from_email, recipients, render) -> list[Result]:
+    results = []
+    connection.open()
+    try:
+        for r in recipients:
+            message = PrebuiltEmail(render(r), from_email=from_email, to=r.email,
+                                    connection=connection)
+            try:
+                connection.send_messages([message])
+            except Exception as exc:
+                logger.warning("send failed", extra={"delivery_id": r.delivery_id})
+                results.append(Result(r.delivery_id, "retry", str(exc)[:500]))
+            else:
+                results.append(Result(r.delivery_id, "sent"))
+    finally:
+        connection.close()
+    return results
+
+
+def open_connection():
+    return get_connection()

@@ -1,0 +1,72 @@
+"""A real SMTP server on loopback for the tests (aiosmtpd), advertising PIPELINING.
+
+Every accepted message is kept in memory and also written to a folder as an
+.eml file, so tests read mail the same way whether it went through SMTP or the
+outbox backend. Recipients can be made to fail, permanently or for a while.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_to: str
+    data: bytes
+
+
+@dataclass
+class SinkHandler:
+    folder: Path | None = None
+    messages: list[Received] = field(default_factory=list)
+    reject: dict[str, str] = field(default_factory=dict)  # address -> SMTP reply
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.reject.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        data = envelope.original_content or envelope.content
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.messages.append(Received(envelope.mail_from, rcpt, data))
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            name = f"smtp-{uuid.uuid4().hex}"
+            (self.folder / f"{name}.part").write_bytes(data)
+            (self.folder / f"{name}.part").rename(self.folder / f"{name}.eml")
+        return f"250 2.0.0 Ok: queued as {uuid.uuid4().hex[:10].upper()}"
+
+    def to(self, address: str) -> list[Received]:
+        with self.lock:
+            return [m for m in self.messages if m.rcpt_to.lower() == address.lower()]
+
+
+class SMTPSink:
+    def __init__(self, port: int, folder: Path | None = None) -> None:
+        self.handler = SinkHandler(folder=folder)
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=port,
+                                     data_size_limit=10_000_000)
+        self.port = port
+
+    def start(self) -> SMTPSink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()

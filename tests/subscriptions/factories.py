@@ -1,0 +1,24 @@
+"""Small builders for subscription tests."""
+
+from __future__ import annotations
+
+import itertools
+
+from newsroom.models import Category
+from subscriptions.models import Subscriber
+
+_seq = itertools.count(1)
+
+
+def category(slug: str | None = None, **fields) -> Category:
+    slug = slug or f"topic-{next(_seq)}"
+    defaults = {"name": slug.replace("-", " ").title(), "order": next(_seq)}
+    defaults.update(fields)
+    return Category.objects.get_or_create(slug=slug, defaults=defaults)[0]
+
+
+def subscriber(email: str | None = None, *, categories=(), **fields) -> Subscriber:
+    fields.setdefault("status", Subscriber.Status.ACTIVE)
+    sub = Subscriber.objects.create(email=email or f"reader{next(_seq)}@example.com", **fields)
+    sub.categories.set(categories)
+    return sub
