@@ -4,6 +4,10 @@ A story's status is read-only in its form: publishing and unpublishing go
 through the `publish`/`unpublish` actions, which need the `publish_story`
 permission and call the services, so every transition is guarded, recorded and
 announced the same way.
+
+Publishing a breaking story leads editors with `subscriptions.send_edition` to
+the story's alert page (also reached by the "Send breaking alert" action and a
+button on the story), which sends the alert only on a confirmed POST.
 """
 
 from __future__ import annotations
@@ -13,18 +17,28 @@ from collections.abc import Callable
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.utils import model_ngettext
+from django.contrib.admin.utils import model_ngettext, unquote
 from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.utils.html import format_html
+from django.urls import URLPattern, path, reverse
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from newsroom import services
-from newsroom.models import Category, Source, Story
+from newsroom.models import Category, Operations, Source, Story
+from newsroom.ops.views import OperationsAdmin
 from newsroom.rendering import render_html
+from subscriptions.models import Edition
+from subscriptions.services.editions import (
+    AlertAlreadySent,
+    EditionError,
+    alert_audience,
+    edition_create_alert,
+)
 
 
 @admin.register(Category)
@@ -92,8 +106,10 @@ class StoryAdmin(admin.ModelAdmin):
         ("History", {"fields": ["last_editor", "created_at", "updated_at"]}),
     ]
     inlines = [SourceInline]
-    actions = ["publish", "unpublish"]
+    actions = ["publish", "unpublish", "send_alert"]
     status_confirmation_template = "admin/newsroom/story/status_confirmation.html"
+    alert_confirmation_template = "admin/newsroom/story/alert_confirmation.html"
+    change_form_template = "admin/newsroom/story/change_form.html"
 
     def save_model(
         self, request: HttpRequest, obj: Story, form: forms.ModelForm, change: bool
@@ -119,7 +135,7 @@ class StoryAdmin(admin.ModelAdmin):
         return request.user.has_perm(f"{self.opts.app_label}.publish_story")
 
     @admin.action(permissions=["publish"], description="Publish selected stories")
-    def publish(self, request: HttpRequest, queryset: QuerySet[Story]) -> TemplateResponse | None:
+    def publish(self, request: HttpRequest, queryset: QuerySet[Story]) -> HttpResponse | None:
         return self._change_status(
             request,
             queryset,
@@ -128,10 +144,11 @@ class StoryAdmin(admin.ModelAdmin):
             transition=lambda story: services.story_publish(story=story, by=request.user),
             done="Published",
             unchanged="already published",
+            then=lambda published: self._offer_alerts(request, published),
         )
 
     @admin.action(permissions=["publish"], description="Unpublish selected stories")
-    def unpublish(self, request: HttpRequest, queryset: QuerySet[Story]) -> TemplateResponse | None:
+    def unpublish(self, request: HttpRequest, queryset: QuerySet[Story]) -> HttpResponse | None:
         return self._change_status(
             request,
             queryset,
@@ -152,27 +169,29 @@ class StoryAdmin(admin.ModelAdmin):
         transition: Callable[[Story], bool],
         done: str,
         unchanged: str,
-    ) -> TemplateResponse | None:
+        then: Callable[[list[Story]], HttpResponse | None] | None = None,
+    ) -> HttpResponse | None:
         """Shaped like Django's delete_selected: confirm first, act on a POST
-        that carries the confirmation, report, then return to the change list."""
+        that carries the confirmation, report, then return to the change list
+        (or wherever `then`, given the stories changed, sends the editor)."""
         if not self.has_publish_permission(request):
             raise PermissionDenied
         stories = list(queryset.select_related("category"))
 
         if request.method == "POST" and request.POST.get("post") == "yes":
-            changed = 0
+            changed: list[Story] = []
             with transaction.atomic():
                 for story in stories:
                     if transition(story):
-                        changed += 1
+                        changed.append(story)
                         self.log_change(request, story, f"{done}.")
-            skipped = len(stories) - changed
-            message = f"{done} {changed} {model_ngettext(self.opts, changed)}."
+            skipped = len(stories) - len(changed)
+            message = f"{done} {len(changed)} {model_ngettext(self.opts, len(changed))}."
             if skipped:
                 items = model_ngettext(self.opts, skipped)
                 message += f" {skipped} {items} {unchanged}, left as is."
             self.message_user(request, message, messages.SUCCESS if changed else messages.WARNING)
-            return None  # back to the change list
+            return then(changed) if then is not None else None  # None: back to the list
 
         context = {
             **self.admin_site.each_context(request),
@@ -195,3 +214,200 @@ class StoryAdmin(admin.ModelAdmin):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.status_confirmation_template, context)
+
+    # --- Breaking alerts -------------------------------------------------------------
+    #
+    # Publishing a breaking story offers its alert; the alert itself is sent only
+    # from the story's alert page, by a POST made after seeing whom it reaches.
+    # The service keeps one alert per story, so a double click sends one.
+
+    def has_send_alert_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("subscriptions.send_edition")
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path("<path:object_id>/alert/", self.admin_site.admin_view(self.alert_view),
+                 name=f"{self.opts.app_label}_{self.opts.model_name}_alert"),
+            *super().get_urls(),
+        ]
+
+    def _alert_url(self, story: Story) -> str:
+        return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_alert",
+                       args=[story.pk], current_app=self.admin_site.name)
+
+    def _story_url(self, story: Story) -> str:
+        return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+                       args=[story.pk], current_app=self.admin_site.name)
+
+    def _edition_url(self, request: HttpRequest, edition_id: int) -> str | None:
+        """The edition's admin page, if this user may see it."""
+        if not request.user.has_perm("subscriptions.view_edition"):
+            return None
+        return reverse("admin:subscriptions_edition_change", args=[edition_id],
+                       current_app=self.admin_site.name)
+
+    @staticmethod
+    def _alert_editions(stories: list[Story]) -> dict[int, int]:
+        """Story id -> id of the alert edition already made for it, in one query."""
+        return dict(
+            Edition.objects.filter(kind=Edition.Kind.ALERT, stories__in=stories)
+            .values_list("stories", "pk")
+        )
+
+    @staticmethod
+    def _alert_problem(story: Story) -> str | None:
+        """Why this story cannot send an alert now, or None.
+
+        The service checks the first two again when sending; asking here lets
+        the pages offer no button that would be refused. A scheduled story is
+        refused here only: its alert would link to a page that is not out yet.
+        """
+        if not story.breaking:
+            return "it is not marked breaking; only breaking stories send alerts"
+        if story.status != Story.Status.PUBLISHED:
+            return "it is not published; publish it before sending an alert"
+        if not story.is_live:
+            return (f"it is scheduled for {date_format(story.published_at, 'DATETIME_FORMAT')}; "
+                    "send its alert once it is live, or the link would lead nowhere")
+        return None
+
+    def _already_sent(self, request: HttpRequest, story: Story, edition_id: int
+                      ) -> HttpResponseRedirect:
+        url = self._edition_url(request, edition_id)
+        message = format_html(
+            "An alert for “{}” already exists ({}): no second alert was made.",
+            story.headline,
+            format_html('<a href="{}">edition #{}</a>', url, edition_id)
+            if url else f"edition #{edition_id}",
+        )
+        self.message_user(request, message, messages.WARNING)
+        return HttpResponseRedirect(url or self._story_url(story))
+
+    def _offer_alerts(self, request: HttpRequest, published: list[Story]) -> HttpResponse | None:
+        """After publishing: straight to the alert page when one breaking story
+        went live, links to each page when several did."""
+        if not self.has_send_alert_permission(request):
+            return None
+        breaking = [story for story in published if story.breaking]
+        for story in breaking:
+            if not story.is_live:
+                self.message_user(
+                    request,
+                    f"“{story.headline}” is scheduled for "
+                    f"{date_format(story.published_at, 'DATETIME_FORMAT')}: send its breaking "
+                    "alert from its page once it is live.",
+                    messages.INFO,
+                )
+        live = [story for story in breaking if story.is_live]
+        if len(live) == 1:
+            return HttpResponseRedirect(self._alert_url(live[0]))
+        if live:
+            self.message_user(request, self._alert_links("Send their breaking alerts:", live),
+                              messages.INFO)
+        return None
+
+    def _alert_links(self, lead: str, stories: list[Story]) -> SafeString:
+        return format_html(
+            "{} {}", lead,
+            format_html_join(", ", '<a href="{}">{}</a>',
+                             ((self._alert_url(story), story.headline) for story in stories)),
+        )
+
+    @admin.action(permissions=["send_alert"], description="Send breaking alert")
+    def send_alert(self, request: HttpRequest, queryset: QuerySet[Story]) -> HttpResponse | None:
+        """Leads to the alert page (several: links to each); nothing is sent here."""
+        stories = list(queryset)
+        sent = self._alert_editions(stories)
+        ready = []
+        for story in stories:
+            if story.pk in sent:
+                self.message_user(
+                    request, f"“{story.headline}”: its alert was already sent "
+                    f"(edition #{sent[story.pk]}).", messages.WARNING,
+                )
+            elif problem := self._alert_problem(story):
+                self.message_user(request, f"No alert for “{story.headline}”: {problem}.",
+                                  messages.WARNING)
+            else:
+                ready.append(story)
+        if len(ready) == 1:
+            return HttpResponseRedirect(self._alert_url(ready[0]))
+        if ready:
+            self.message_user(request, self._alert_links("Send breaking alerts for:", ready),
+                              messages.INFO)
+        return None
+
+    def alert_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """GET: the story, its category and audience size, and a send button;
+        POST with the confirmation: create the alert edition and go to it."""
+        if not self.has_send_alert_permission(request):
+            raise PermissionDenied
+        story = self.get_object(request, unquote(object_id))
+        if story is None:
+            raise Http404(f"No story with id {object_id!r}.")
+        if not self.has_view_or_change_permission(request, story):
+            raise PermissionDenied
+        sent = self._alert_editions([story])
+        if story.pk in sent:
+            return self._already_sent(request, story, sent[story.pk])
+        if problem := self._alert_problem(story):
+            self.message_user(request, f"No alert for “{story.headline}”: {problem}.",
+                              messages.ERROR)
+            return HttpResponseRedirect(self._story_url(story))
+
+        if request.method == "POST" and request.POST.get("post") == "yes":
+            try:
+                edition = edition_create_alert(story=story, by=request.user)
+            except AlertAlreadySent as exc:  # another editor, or a double click, won
+                return self._already_sent(request, story, exc.edition.pk)
+            except EditionError as exc:
+                self.message_user(request, f"No alert for “{story.headline}”: {exc}",
+                                  messages.ERROR)
+                return HttpResponseRedirect(self._story_url(story))
+            self.log_change(request, story, f"Sent a breaking alert (edition #{edition.pk}).")
+            self.message_user(
+                request,
+                f"Breaking alert for “{story.headline}” planned: edition #{edition.pk} "
+                "starts sending now.",
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(
+                self._edition_url(request, edition.pk) or self._story_url(story)
+            )
+
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Send a breaking alert?",
+            "subtitle": None,
+            "opts": self.opts,
+            "story": story,
+            "category": story.category,
+            "audience": alert_audience(category_id=story.category_id).count(),
+            "story_url": self._story_url(story),
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.alert_confirmation_template, context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        """Adds the alert button (or a link to the alert sent) to a breaking story."""
+        context = dict(extra_context or {})
+        story = self.get_object(request, unquote(object_id))
+        if (
+            story is not None and story.breaking and story.status == Story.Status.PUBLISHED
+            and self.has_send_alert_permission(request)
+        ):
+            sent = self._alert_editions([story])
+            if story.pk in sent:
+                context["alert_edition"] = sent[story.pk]
+                context["alert_edition_url"] = self._edition_url(request, sent[story.pk])
+            elif story.is_live:
+                context["alert_url"] = self._alert_url(story)
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+
+# The Operations page for the people on call (newsroom/ops/views.py).
+admin.site.register(Operations, OperationsAdmin)

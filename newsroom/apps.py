@@ -8,6 +8,8 @@ class NewsroomConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from newsroom.ops import broker  # noqa: F401 - stamps each task with its publish time
+
         if settings.REDIS_EMBEDDED:
             from newsroom import embedded_redis
 

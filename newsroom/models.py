@@ -113,3 +113,22 @@ class Source(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Operations(models.Model):
+    """No table: the anchor of the `view_operations` permission and of the
+    Operations page in the admin (newsroom/ops/views.py).
+
+    Django permissions belong to a model; an unmanaged one gives the page its own
+    permission and its place on the admin index without a table or a custom
+    AdminSite.
+    """
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [("view_operations", "Can view the operations page")]
+        verbose_name = verbose_name_plural = "operations"
+
+    def __str__(self) -> str:
+        return "Operations"

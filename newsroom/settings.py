@@ -172,7 +172,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TASK_TIME_LIMIT = _env_int("CELERY_TASK_TIME_LIMIT", 600)
-CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - min(30, CELERY_TASK_TIME_LIMIT // 5)
 # Unacknowledged messages come back after this; keep it well above any task.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": _env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
@@ -190,9 +190,16 @@ CELERY_TASK_ROUTES = {
     # edition_dispatch and deliveries_send go to "alerts" or "digests" by edition.
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Seconds between samples of workers, queues and send counters (Operations page).
+NEWSROOM_OPS_SAMPLE_INTERVAL = _env_int("NEWSROOM_OPS_SAMPLE_INTERVAL", 30)
+if NEWSROOM_OPS_SAMPLE_INTERVAL <= 0:
+    raise ImproperlyConfigured("NEWSROOM_OPS_SAMPLE_INTERVAL must be a number of seconds > 0")
 CELERY_BEAT_SCHEDULE = {
     "digests-schedule": {"task": "subscriptions.digests_schedule", "schedule": 300.0},
     "editions-reconcile": {"task": "subscriptions.editions_reconcile", "schedule": 60.0},
+    "ops-sample": {"task": "newsroom.ops_sample", "schedule": float(NEWSROOM_OPS_SAMPLE_INTERVAL),
+                   "options": {"queue": CELERY_TASK_DEFAULT_QUEUE,
+                               "expires": NEWSROOM_OPS_SAMPLE_INTERVAL}},
 }
 
 # --- Email --------------------------------------------------------------------
@@ -225,12 +232,44 @@ NEWSROOM_ALERT_STALE_AFTER = _env_int("NEWSROOM_ALERT_STALE_AFTER", 7200)
 NEWSROOM_DIGEST_MAX_LATENESS = _env_int("NEWSROOM_DIGEST_MAX_LATENESS", 6 * 3600)
 # A sending edition without progress this long has its batches enqueued again.
 NEWSROOM_STALL_AFTER = _env_int("NEWSROOM_STALL_AFTER", 300)
+# A batch run holding deliveries longer than this is presumed dead and its
+# deliveries go back to the queue; keep it above CELERY_TASK_TIME_LIMIT.
+NEWSROOM_CLAIM_TIMEOUT = _env_int("NEWSROOM_CLAIM_TIMEOUT", CELERY_TASK_TIME_LIMIT + 60)
+# Queue names, so alerts can have workers of their own.
+NEWSROOM_ALERTS_QUEUE = _env("NEWSROOM_ALERTS_QUEUE", "alerts")
+NEWSROOM_DIGESTS_QUEUE = _env("NEWSROOM_DIGESTS_QUEUE", "digests")
 # Transient failures a delivery may have before it counts as failed.
 NEWSROOM_DELIVERY_MAX_ATTEMPTS = _env_int("NEWSROOM_DELIVERY_MAX_ATTEMPTS", 8)
 # Messages per second across all workers, per transport; 0 for no limit.
 NEWSROOM_SEND_RATE = _env_int("NEWSROOM_SEND_RATE", 0)
 # Weekly digests go out on this weekday (0 = Monday) at each reader's hour.
 NEWSROOM_WEEKLY_DIGEST_WEEKDAY = _env_int("NEWSROOM_WEEKLY_DIGEST_WEEKDAY", 0)
+
+# --- Monitoring -------------------------------------------------------------------
+
+# Bearer token Prometheus sends to /metrics; unset, /metrics answers 404 (off).
+NEWSROOM_METRICS_TOKEN = _env("NEWSROOM_METRICS_TOKEN")
+# Seconds each /readyz check (database, broker) may take before it counts as down.
+NEWSROOM_HEALTH_TIMEOUT = _env_int("NEWSROOM_HEALTH_TIMEOUT", 2)
+# Seconds between canary tasks. Beat sends one to every queue; the time each
+# completes (on /metrics) shows the queue is consumed, which a worker that is
+# connected but stuck would not show.
+NEWSROOM_CANARY_INTERVAL = _env_int("NEWSROOM_CANARY_INTERVAL", 60)
+if NEWSROOM_HEALTH_TIMEOUT <= 0 or NEWSROOM_CANARY_INTERVAL <= 0:
+    raise ImproperlyConfigured("NEWSROOM_HEALTH_TIMEOUT and NEWSROOM_CANARY_INTERVAL must be > 0")
+CELERY_BEAT_SCHEDULE.update({
+    f"canary-{queue}": {
+        "task": "newsroom.canary", "schedule": float(NEWSROOM_CANARY_INTERVAL),
+        # One that waited several rounds says nothing the next one won't: drop it unrun.
+        "options": {"queue": queue, "expires": 5 * NEWSROOM_CANARY_INTERVAL},
+    }
+    for queue in sorted({CELERY_TASK_DEFAULT_QUEUE, NEWSROOM_ALERTS_QUEUE,
+                         NEWSROOM_DIGESTS_QUEUE,
+                         *(route["queue"] for route in CELERY_TASK_ROUTES.values())})
+})
+# Probes reach the app over plain http (load balancer, kubelet): a redirect to
+# https would count as a pass without running the checks.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
 # --- Auth, i18n, static ---------------------------------------------------------
 

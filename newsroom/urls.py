@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from newsroom import views
+from newsroom.ops import health, metrics
 
 app_urls = (
     [
@@ -13,6 +14,10 @@ app_urls = (
 )
 
 urlpatterns = [
+    # Probes and Prometheus: no session auth (metrics has its own bearer token).
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("anymail/", include("anymail.urls")),
     path("", include("subscriptions.urls")),

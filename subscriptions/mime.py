@@ -48,7 +48,10 @@ def check_header(name: str, value: str) -> str:
 
 
 def _qp(text: str) -> bytes:
-    encoded = email.quoprimime.body_encode(text.encode("utf-8").decode("latin-1"), eol=_CRLF)
+    # Lines of 73: room for "=2E" (+2) and a hole's fencing soft break (+1) within
+    # QP's 76 characters (78 octets with CRLF).
+    encoded = email.quoprimime.body_encode(text.encode("utf-8").decode("latin-1"),
+                                           maxlinelen=73, eol=_CRLF)
     # A line starting with "." would need dot-stuffing on the wire; "=2E" needs none.
     encoded = re.sub(r"(?m)^\.", "=2E", encoded)
     return encoded.encode("ascii")
@@ -59,7 +62,9 @@ def _qp_value(value: str) -> bytes:
         raw = value.encode("ascii")
         if len(raw) <= 75:
             return raw
-        return _SOFT_BREAK.join(raw[i : i + 75] for i in range(0, len(raw), 75))
+        wrapped = _SOFT_BREAK.join(raw[i : i + 75] for i in range(0, len(raw), 75))
+        if b"\n." not in wrapped:  # else a wrapped line would start with "."
+            return wrapped
     return _qp(value)
 
 
@@ -82,6 +87,7 @@ def _encode_address(address: str) -> str:
     """An address header value; non-ASCII display names become encoded words."""
     if _PLAIN_ADDRESS.fullmatch(address):  # the common case, without parsing
         return address
+    check_header("address", address)  # parseaddr would silently drop what follows a break
     name, addr = parseaddr(address)
     if not addr or "@" not in addr:
         raise ValueError(f"not an email address: {address!r}")
@@ -92,7 +98,7 @@ def _encode_address(address: str) -> str:
 
 def _encode_text_header(name: str, value: str) -> str:
     check_header(name, value)
-    if value.isascii():
+    if value.isascii() and "=?" not in value:  # else it could read as an encoded word
         return value
     return Header(value, "utf-8", header_name=name).encode(linesep=_CRLF)
 

@@ -228,6 +228,10 @@ class Edition(models.Model):
         help_text="Deliveries put back after a worker died mid-batch (possible duplicates).",
     )
     note = models.CharField(max_length=500, blank=True, help_text="Why it stopped, if it did.")
+    transport = models.CharField(
+        max_length=40, blank=True,
+        help_text="The transport it was sent through (EMAIL_TRANSPORT at dispatch).",
+    )
 
     class Meta:
         ordering = ["-scheduled_at", "-id"]
@@ -238,7 +242,9 @@ class Edition(models.Model):
 
     @property
     def queue(self) -> str:
-        return "alerts" if self.kind == self.Kind.ALERT else "digests"
+        if self.kind == self.Kind.ALERT:
+            return settings.NEWSROOM_ALERTS_QUEUE
+        return settings.NEWSROOM_DIGESTS_QUEUE
 
 
 class Delivery(models.Model):

@@ -22,9 +22,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email import message_from_bytes, policy
+from email.message import EmailMessage as StdlibEmailMessage
+from email.parser import BytesHeaderParser
 from email.utils import parseaddr
 
-from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
+from django.core.mail import EmailMultiAlternatives, get_connection
 
 from newsroom.smtp_pipelining import Envelope, TransactionInterrupted
 
@@ -70,15 +72,52 @@ def esp_name(connection: object) -> str | None:
     return None
 
 
-class PrebuiltEmail(EmailMessage):
-    """An EmailMessage whose MIME was built elsewhere (by `mime.MessageTemplate`)."""
+class _PrebuiltMIME(StdlibEmailMessage):
+    """The parsed prebuilt message. Django's SMTP backend calls
+    `as_bytes(linesep="\r\n")`, as its own MIME classes allow; the stdlib's don't."""
+
+    def as_bytes(self, unixfrom: bool = False, policy=None, linesep: str | None = None) -> bytes:
+        if linesep is not None:
+            policy = (policy or self.policy).clone(linesep=linesep)
+        return super().as_bytes(unixfrom, policy=policy)
+
+    def as_string(self, unixfrom: bool = False, maxheaderlen: int = 0, policy=None,
+                  linesep: str | None = None) -> str:
+        if linesep is not None:
+            policy = (policy or self.policy).clone(linesep=linesep)
+        return super().as_string(unixfrom, maxheaderlen, policy=policy)
+
+
+# Headers a backend writes from an EmailMessage's fields.
+_FROM_FIELDS = frozenset({
+    "from", "to", "cc", "bcc", "subject", "reply-to",
+    "mime-version", "content-type", "content-transfer-encoding",
+})
+
+
+class PrebuiltEmail(EmailMultiAlternatives):
+    """An EmailMessage whose MIME was built elsewhere (by `mime.MessageTemplate`).
+
+    Backends that serialise `message()` (SMTP, files, SES) send that MIME;
+    backends that read the fields instead (anymail's Postmark, Resend, ...)
+    get the same content from them: both bodies, Reply-To, the list headers.
+    """
 
     def __init__(self, raw: bytes, *, from_email: str, to: str, **kwargs) -> None:
+        parsed = message_from_bytes(raw, _class=_PrebuiltMIME, policy=policy.SMTP)
         super().__init__(from_email=from_email, to=[to], **kwargs)
         self.raw = raw
-        parsed = message_from_bytes(raw, policy=policy.SMTP)
         self.subject = str(parsed["Subject"] or "")
         self._parsed = parsed
+        text, html = parsed.get_body(("plain",)), parsed.get_body(("html",))
+        if text is not None:
+            self.body = text.get_content().replace("\r\n", "\n")
+        if html is not None:
+            self.attach_alternative(html.get_content().replace("\r\n", "\n"), "text/html")
+        reply_to = parsed["Reply-To"]
+        self.reply_to = [str(a) for a in reply_to.addresses] if reply_to else []
+        self.extra_headers = {name: str(value) for name, value in parsed.items()
+                              if name.lower() not in _FROM_FIELDS}
 
     def message(self, *, policy=None):
         return self._parsed
@@ -97,7 +136,7 @@ def send_batch(
         return _send_prebuilt(connection, from_email, recipients, render)
     esp = esp_name(connection)
     if esp in ESP_MERGE:
-        return _send_esp_batches(connection, esp, from_email, recipients, esp_content)
+        return _send_esp_batches(connection, esp, from_email, recipients, render, esp_content)
     return _send_one_by_one(connection, from_email, recipients, render)
 
 
@@ -122,38 +161,66 @@ def _send_prebuilt(connection, from_email, recipients, render) -> list[Result]:
 
 def _from_outcome(outcome) -> Result:
     if outcome.accepted:
-        return Result(outcome.key, "sent", esp_message_id=_queue_id(outcome.reply))
+        # The MTA's queue id is not stored: one UPDATE per batch matters more,
+        # and our own Message-ID (stable per delivery) already traces it.
+        return Result(outcome.key, "sent")
     status = "failed" if outcome.permanent else "retry"
     return Result(outcome.key, status, f"{outcome.code} {outcome.reply}"[:500])
 
 
-def _queue_id(reply: str) -> str:
-    # Postfix: "2.0.0 Ok: queued as 4Bq1xT0k3Zz"; keep the id when there is one.
-    marker = "queued as "
-    return reply.rsplit(marker, 1)[1].strip()[:255] if marker in reply else ""
+# Headers the ESP writes itself from the message's fields (or per recipient).
+_ESP_BUILT = frozenset({
+    "from", "to", "cc", "bcc", "subject", "date", "message-id", "reply-to",
+    "mime-version", "content-type", "content-transfer-encoding",
+})
 
 
-def _send_esp_batches(connection, esp, from_email, recipients, esp_content) -> list[Result]:
+def _fixed_headers(raw: bytes, personal: set[str]) -> tuple[dict[str, str], list[str]]:
+    """The prebuilt message's own headers (List-Id, List-Unsubscribe-Post, ...) and
+    Reply-To: the batch API builds its own MIME, so they must be handed over."""
+    if not raw:
+        return {}, []
+    parsed = BytesHeaderParser(policy=policy.default).parsebytes(raw)
+    headers = {name: str(value) for name, value in parsed.items()
+               if name.lower() not in _ESP_BUILT and name.lower() not in personal}
+    reply_to = parsed["Reply-To"]
+    return headers, [str(a) for a in reply_to.addresses] if reply_to else []
+
+
+def _send_esp_batches(connection, esp, from_email, recipients, render, esp_content
+                      ) -> list[Result]:
     from anymail.exceptions import AnymailError
 
     syntax, limit = ESP_MERGE[esp]
     subject, text, html = esp_content(syntax)
+    personal = {name.lower() for r in recipients for name in r.headers}
+    headers, reply_to = _fixed_headers(render(recipients[0]), personal) if recipients else ({}, [])
     results: list[Result] = []
-    for start in range(0, len(recipients), limit):
-        chunk = recipients[start : start + limit]
+    pending = [recipients[i : i + limit] for i in range(0, len(recipients), limit)]
+    while pending:
+        chunk = pending.pop(0)
         message = EmailMultiAlternatives(
             subject=subject, body=text, from_email=from_email,
             to=[r.email for r in chunk], connection=connection,
+            headers=headers, reply_to=reply_to,
         )
         message.attach_alternative(html, "text/html")
         message.merge_data = {r.email: r.values for r in chunk}
-        message.merge_headers = {r.email: r.headers for r in chunk}
+        # Our stable Message-ID per delivery lets receivers drop a resend.
+        message.merge_headers = {r.email: {**r.headers, "Message-ID": r.message_id}
+                                 for r in chunk if r.message_id} or {
+            r.email: r.headers for r in chunk}
         message.merge_metadata = {r.email: {"delivery_id": str(r.delivery_id)} for r in chunk}
         try:
             message.send()
         except AnymailError as exc:
-            # Transient or not, the whole call failed: nothing was accepted
-            # (a 4xx/5xx from the API), or a timeout left it unknown.
+            if not _transient(exc) and len(chunk) > 1:
+                # One bad address fails a whole call at some ESPs (Mailgun: 400):
+                # halve the chunk until the refusal is pinned on its recipient.
+                half = len(chunk) // 2
+                pending[:0] = [chunk[:half], chunk[half:]]
+                continue
+            # Nothing was accepted (a 4xx/5xx from the API), or a timeout left it unknown.
             status = "retry" if _transient(exc) else "failed"
             results += [Result(r.delivery_id, status, str(exc)[:500]) for r in chunk]
             continue

@@ -1,17 +1,10 @@
 import logging
-import subprocess
-import sys
-import time
-import uuid
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.cache import cache
 
-from tests.settings_helpers import process_env
-
-ROOT = Path(__file__).resolve().parent.parent
 WORKER_QUEUES = "priority,default,alerts,digests"
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
 
@@ -29,13 +22,6 @@ def _clear_cache():
     if keys:
         client.delete(*keys)
     yield
-
-
-def _database_url(db: dict) -> str:
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @pytest.fixture(scope="session")
@@ -69,45 +55,19 @@ def celery_worker(django_db_setup, django_db_blocker, smtp_sink):
     """A real Celery worker process on the real broker, using the test database.
 
     Tests that use it must commit their data (`django_db(transaction=True)`),
-    since the worker reads the database over its own connection.
+    since the worker reads the database over its own connection. Its mail goes
+    to the SMTP listener, which files it in the outbox folder.
     """
-    from django.db import connection
-
     from newsroom.celery import app
+    from tests.workers import Worker
 
     with django_db_blocker.unblock():
-        connection.ensure_connection()
-        database_url = _database_url(connection.settings_dict)
+        worker = Worker(queues=WORKER_QUEUES, smtp_port=smtp_sink.port,
+                        CELERY_TASK_TIME_LIMIT="60", NEWSROOM_STALL_AFTER="5")
     app.control.purge()  # leftovers of an earlier run must not reach this database
-    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
-    log = open(Path(settings.DATA_DIR) / "celery-worker.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "newsroom", "worker", "--loglevel=INFO",
-         f"--queues={WORKER_QUEUES}", "--concurrency=2", "--without-gossip",
-         "--without-mingle", f"--hostname={name}"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        env=process_env(
-            keep_servers=True, DJANGO_SETTINGS_MODULE="tests.settings",
-            DATABASE_URL=database_url, NEWSROOM_DATA_DIR=str(settings.DATA_DIR),
-            EMAIL_URL=f"smtp://127.0.0.1:{smtp_sink.port}",
-            CELERY_TASK_TIME_LIMIT="60", NEWSROOM_STALL_AFTER="5",
-        ),
-    )
-    deadline = time.monotonic() + 60
-    while not app.control.ping(destination=[name], timeout=0.5):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(
-                "the test Celery worker did not start; see "
-                f"{Path(settings.DATA_DIR) / 'celery-worker.log'}"
-            )
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    worker.start()
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture

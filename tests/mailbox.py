@@ -19,7 +19,8 @@ class Outbox:
 
     def messages(self, to: str | None = None) -> list[EmailMessage]:
         found = []
-        for path in sorted(set(self.folder.glob("*.eml")) - self._before):
+        new = set(self.folder.glob("*.eml")) - self._before
+        for path in sorted(new, key=lambda p: (p.stat().st_mtime_ns, p.name)):  # oldest first
             message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
             if to is None or to.lower() in str(message["To"]).lower():
                 found.append(message)

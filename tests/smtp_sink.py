@@ -7,7 +7,9 @@ outbox backend. Recipients can be made to fail, permanently or for a while.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ class SinkHandler:
     messages: list[Received] = field(default_factory=list)
     reject: dict[str, str] = field(default_factory=dict)  # address -> SMTP reply
     lock: threading.Lock = field(default_factory=threading.Lock)
+    delay: float = 0.0  # seconds to take over each message (to make a send last)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -42,15 +45,25 @@ class SinkHandler:
 
     async def handle_DATA(self, server, session, envelope):
         data = envelope.original_content or envelope.content
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self.lock:
             for rcpt in envelope.rcpt_tos:
                 self.messages.append(Received(envelope.mail_from, rcpt, data))
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            name = f"smtp-{uuid.uuid4().hex}"
+            name = f"smtp-{time.time_ns()}-{uuid.uuid4().hex[:8]}"  # sorts by arrival
             (self.folder / f"{name}.part").write_bytes(data)
             (self.folder / f"{name}.part").rename(self.folder / f"{name}.eml")
         return f"250 2.0.0 Ok: queued as {uuid.uuid4().hex[:10].upper()}"
+
+    def counts(self) -> dict[str, int]:
+        """How many messages each recipient got."""
+        with self.lock:
+            tally: dict[str, int] = {}
+            for m in self.messages:
+                tally[m.rcpt_to.lower()] = tally.get(m.rcpt_to.lower(), 0) + 1
+            return tally
 
     def to(self, address: str) -> list[Received]:
         with self.lock:

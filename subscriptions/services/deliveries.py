@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.utils import formatdate, parseaddr
 
 from django.conf import settings
@@ -148,7 +149,26 @@ def deliveries_send(*, edition_id: int, first_id: int, last_id: int) -> BatchRep
     return report
 
 
-def _send_claimed(edition: Edition, rows: list[tuple], report: BatchReport) -> None:
+@dataclass
+class _Prepared:
+    contents: _Contents
+    by_variant: dict[str, list[Recipient]]
+    nothing_new: list[int]
+
+
+def _recipient(edition: Edition, delivery_id: int, subscriber_id: int, email: str) -> Recipient:
+    unsubscribe = unsubscribe_url(subscriber_id=subscriber_id, email=email)
+    return Recipient(
+        delivery_id=delivery_id, email=email,
+        values={"email": email, "unsubscribe_url": unsubscribe,
+                "manage_url": manage_url(subscriber_id=subscriber_id, email=email)},
+        headers={"List-Unsubscribe": f"<{unsubscribe}>"},
+        message_id=_message_id(edition.pk, subscriber_id),
+    )
+
+
+def _prepare(edition: Edition, rows: list[tuple]) -> _Prepared:
+    """Group (delivery id, subscriber id, email, window start) rows by content."""
     contents = _Contents(edition)
     if edition.kind == Edition.Kind.ALERT:
         story = edition.stories.select_related("category").get()
@@ -158,38 +178,34 @@ def _send_claimed(edition: Edition, rows: list[tuple], report: BatchReport) -> N
         variants = {row[0]: ("alert", build) for row in rows}
     else:
         variants = _digest_variants(edition, rows)
-
-    by_variant: dict[str, list[Recipient]] = defaultdict(list)
-    nothing_new: list[int] = []
+    prepared = _Prepared(contents, defaultdict(list), [])
     for delivery_id, subscriber_id, email, _window in rows:
         key, build = variants[delivery_id]
         if build is None:
-            nothing_new.append(delivery_id)
+            prepared.nothing_new.append(delivery_id)
             continue
         contents.get(key, build)
-        unsubscribe = unsubscribe_url(subscriber_id=subscriber_id, email=email)
-        by_variant[key].append(Recipient(
-            delivery_id=delivery_id, email=email,
-            values={"email": email, "unsubscribe_url": unsubscribe,
-                    "manage_url": manage_url(subscriber_id=subscriber_id, email=email)},
-            headers={"List-Unsubscribe": f"<{unsubscribe}>"},
-            message_id=_message_id(edition.pk, subscriber_id),
-        ))
-    if nothing_new:  # their categories had nothing in the window after all
-        report.skipped += Delivery.objects.filter(id__in=nothing_new).update(
+        prepared.by_variant[key].append(_recipient(edition, delivery_id, subscriber_id, email))
+    return prepared
+
+
+def _render(template: MessageTemplate, recipient: Recipient, date: str) -> bytes:
+    return template.render(to=recipient.email, message_id=recipient.message_id, date=date,
+                           values=recipient.values, headers=recipient.headers)
+
+
+def _send_claimed(edition: Edition, rows: list[tuple], report: BatchReport) -> None:
+    prepared = _prepare(edition, rows)
+    if prepared.nothing_new:  # their categories had nothing in the window after all
+        report.skipped += Delivery.objects.filter(id__in=prepared.nothing_new).update(
             status=Delivery.Status.SKIPPED, claim=None, last_error="nothing new"
         )
-
     date = formatdate(usegmt=True)
     connection = get_connection()
     results = []
-    for key, recipients in by_variant.items():
-        content, template = contents.templates[key]
+    for key, recipients in prepared.by_variant.items():
+        content, template = prepared.contents.templates[key]
         throttle_acquire(len(recipients))
-
-        def render(r: Recipient, template=template) -> bytes:
-            return template.render(to=r.email, message_id=r.message_id, date=date,
-                                   values=r.values, headers=r.headers)
 
         def esp_content(syntax: str, content=content) -> tuple[str, str, str]:
             text, html = content.text, content.html
@@ -198,9 +214,69 @@ def _send_claimed(edition: Edition, rows: list[tuple], report: BatchReport) -> N
                 html = html.replace(hole(name), syntax.format(name))
             return content.subject, text, html
 
-        results += send_batch(connection=connection, from_email=settings.DEFAULT_FROM_EMAIL,
-                              recipients=recipients, render=render, esp_content=esp_content)
+        results += send_batch(
+            connection=connection, from_email=settings.DEFAULT_FROM_EMAIL,
+            recipients=recipients, esp_content=esp_content,
+            render=lambda r, template=template: _render(template, r, date),
+        )
     _record_results(edition, results, report)
+
+
+def _window_for(edition: Edition, subscriber: Subscriber) -> datetime | None:
+    if edition.kind != Edition.Kind.DIGEST:
+        return None
+    delivery = Delivery.objects.filter(edition=edition, subscriber=subscriber).first()
+    if delivery is not None:
+        return delivery.window_start
+    from subscriptions.services.editions import PERIOD
+
+    return subscriber.last_digest_due_at or edition.window_end - PERIOD[edition.frequency]
+
+
+def edition_render_for(*, edition: Edition, subscriber: Subscriber) -> bytes | None:
+    """Exactly the message this subscriber gets (or got) from the edition; None if
+    they get nothing (a digest with nothing new for them)."""
+    rows = [(0, subscriber.pk, subscriber.email, _window_for(edition, subscriber))]
+    prepared = _prepare(edition, rows)
+    for key, recipients in prepared.by_variant.items():
+        return _render(prepared.contents.templates[key][1], recipients[0],
+                       formatdate(usegmt=True))
+    return None
+
+
+def edition_send_test(*, edition: Edition, to: str, as_subscriber: Subscriber | None = None
+                      ) -> bool:
+    """Send the edition to `to` as `as_subscriber` would see it, marked as a test.
+
+    Its personal links go to the sign-up page: a test recipient clicking
+    "unsubscribe" must not unsubscribe the reader whose copy it shows.
+    """
+    if as_subscriber is None:
+        if edition.kind == Edition.Kind.DIGEST:
+            raise ValueError("a digest's content depends on the reader: name a subscriber")
+        as_subscriber = Subscriber(pk=0, email=to)
+    rows = [(0, as_subscriber.pk, as_subscriber.email, _window_for(edition, as_subscriber))]
+    prepared = _prepare(edition, rows)
+    key = next(iter(prepared.by_variant), None)
+    if key is None:
+        return False
+    content = prepared.contents.templates[key][0]
+    generic = {"email": to, "manage_url": settings.SITE_URL + "/subscribe/",
+               "unsubscribe_url": settings.SITE_URL + "/subscribe/"}
+    text, html = content.text, content.html
+    for name, value in generic.items():
+        text, html = text.replace(hole(name), value), html.replace(hole(name), value)
+    subject = f"[TEST] {content.subject}"
+    raw = MessageTemplate(
+        subject=subject, from_email=settings.DEFAULT_FROM_EMAIL, text=text, html=html,
+    ).render(to=to, message_id=_message_id(edition.pk, 0).replace("<e", "<test.e"),
+             date=formatdate(usegmt=True), values={})
+    results = send_batch(
+        connection=get_connection(), from_email=settings.DEFAULT_FROM_EMAIL,
+        recipients=[Recipient(0, to, {}, {}, "")], render=lambda r: raw,
+        esp_content=lambda syntax: (subject, text, html),
+    )
+    return all(r.status == "sent" for r in results)
 
 
 def _record_results(edition: Edition, results, report: BatchReport) -> None:
@@ -212,12 +288,20 @@ def _record_results(edition: Edition, results, report: BatchReport) -> None:
             status=Delivery.Status.SENT, sent_at=now, claim=None, last_error=""
         )
     by_message_id: dict[str, list[int]] = defaultdict(list)
-    for r in sent_ids:  # ESPs often give one id to a whole batch: one update per id
+    for r in sent_ids:
         by_message_id[r.esp_message_id].append(r.delivery_id)
-    for message_id, ids in by_message_id.items():
-        Delivery.objects.filter(id__in=ids).update(
-            status=Delivery.Status.SENT, sent_at=now, claim=None, last_error="",
-            message_id=message_id,
+    if len(by_message_id) <= 4:  # an ESP's one id per call: an UPDATE per id
+        for message_id, ids in by_message_id.items():
+            Delivery.objects.filter(id__in=ids).update(
+                status=Delivery.Status.SENT, sent_at=now, claim=None, last_error="",
+                message_id=message_id,
+            )
+    else:  # an id per message (an MTA's queue ids): one UPDATE ... CASE for the lot
+        Delivery.objects.bulk_update(
+            [Delivery(id=r.delivery_id, status=Delivery.Status.SENT, sent_at=now, claim=None,
+                      last_error="", message_id=r.esp_message_id) for r in sent_ids],
+            ["status", "sent_at", "claim", "last_error", "message_id"],
+            batch_size=len(sent_ids),
         )
     report.sent = len(sent_plain) + len(sent_ids)
 
@@ -241,7 +325,7 @@ def _record_results(edition: Edition, results, report: BatchReport) -> None:
             status=Delivery.Status.FAILED, claim=None, last_error=detail
         )
         logger.warning(
-            "edition %s: %d deliveries failed: %s", edition.pk, len(ids), detail,
+            "edition #%s: %d deliveries failed: %s", edition.pk, len(ids), detail,
             extra={"edition_id": edition.pk, "delivery_ids": ids[:20], "count": len(ids),
                    "error": detail},
         )

@@ -21,6 +21,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from newsroom.models import Story
+from newsroom.ops.metrics import reconcile_actions_record
 from subscriptions.models import Delivery, Edition, Subscriber
 
 logger = logging.getLogger(__name__)
@@ -38,10 +39,12 @@ class AlertAlreadySent(EditionError):
         self.edition = edition
 
 
-def _log_state(edition: Edition, state: str, **extra: object) -> None:
-    logger.info("edition %s", state,
-                extra={"edition_id": edition.pk, "edition_key": edition.key, "state": state,
-                       **extra})
+def _log_state(edition: Edition, state: str, *, level: int = logging.INFO,
+               **extra: object) -> None:
+    """One line per state change; the id is in the text too, for LOG_FORMAT=text."""
+    logger.log(level, "edition #%s %s (%s)", edition.pk, state, edition.key,
+               extra={"edition_id": edition.pk, "edition_key": edition.key, "state": state,
+                      **extra})
 
 
 # --- Audiences -----------------------------------------------------------------------
@@ -97,8 +100,8 @@ def edition_create_alert(*, story: Story, by=None) -> Edition:
     """An alert edition for a published breaking story; at most one per story."""
     if not story.breaking:
         raise EditionError("Only stories marked breaking send alerts.")
-    if story.status != Story.Status.PUBLISHED:
-        raise EditionError("Publish the story before sending an alert.")
+    if not story.is_live:
+        raise EditionError("Publish the story (and let its publication time arrive) first.")
     with transaction.atomic():
         edition, created = Edition.objects.get_or_create(
             key=f"alert:story:{story.pk}",
@@ -190,12 +193,12 @@ def edition_dispatch(*, edition_id: int) -> int:
             status=Edition.Status.EXPIRED, finished_at=now,
             note=f"not started within {stale}; not sent late",
         ):
-            logger.error("edition expired", extra={"edition_id": edition.pk,
-                                                   "edition_key": edition.key})
+            _log_state(edition, "expired", level=logging.ERROR)
         return 0
     with transaction.atomic():
         if not Edition.objects.filter(pk=edition.pk, status=Edition.Status.PLANNED).update(
             status=Edition.Status.SENDING, started_at=now, last_progress_at=now,
+            transport=settings.EMAIL_TRANSPORT,
         ):
             return 0
         if edition.kind == Edition.Kind.ALERT:
@@ -312,6 +315,8 @@ def edition_cancel(*, edition: Edition) -> int:
 
 def edition_retry_failed(*, edition: Edition) -> int:
     """Queue the failed deliveries again (after fixing what made them fail)."""
+    if edition.status not in (Edition.Status.SENDING, Edition.Status.DONE, Edition.Status.FAILED):
+        raise EditionError(f"A {edition.get_status_display().lower()} edition is not retried.")
     with transaction.atomic():
         count = Delivery.objects.filter(edition=edition, status=Delivery.Status.FAILED).update(
             status=Delivery.Status.QUEUED, attempts=0, last_error=""
@@ -358,7 +363,7 @@ def editions_reconcile(*, now: datetime | None = None, dry_run: bool = False) ->
     """
     now = now or timezone.now()
     stall = timedelta(seconds=settings.NEWSROOM_STALL_AFTER)
-    claim_timeout = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    claim_timeout = timedelta(seconds=settings.NEWSROOM_CLAIM_TIMEOUT)
     report = ReconcileReport([], 0, [], [], [])
 
     for edition in Edition.objects.filter(
@@ -366,6 +371,7 @@ def editions_reconcile(*, now: datetime | None = None, dry_run: bool = False) ->
     ):
         report.redispatched.append(edition.pk)
         if not dry_run:
+            _log_state(edition, "dispatched again", level=logging.WARNING)
             _enqueue_dispatch(edition)
 
     dead = Delivery.objects.filter(
@@ -383,7 +389,8 @@ def editions_reconcile(*, now: datetime | None = None, dry_run: bool = False) ->
                     last_error="requeued: its batch run died",
                 )
                 Edition.objects.filter(pk=edition_id).update(requeued=F("requeued") + released)
-            logger.warning("deliveries requeued after a dead batch run",
+            logger.warning("edition #%s: %d deliveries requeued after a dead batch run",
+                           edition_id, released,
                            extra={"edition_id": edition_id, "count": released})
 
     stalled = Edition.objects.filter(
@@ -395,7 +402,8 @@ def editions_reconcile(*, now: datetime | None = None, dry_run: bool = False) ->
             if not dry_run:
                 Edition.objects.filter(pk=edition.pk).update(last_progress_at=now)
                 batches = enqueue_batches(edition)
-                logger.warning("stalled edition: batches enqueued again",
+                logger.warning("edition #%s stalled: %d batches enqueued again",
+                               edition.pk, batches,
                                extra={"edition_id": edition.pk, "batches": batches})
         elif not Delivery.objects.filter(
             edition=edition, status=Delivery.Status.SENDING
@@ -403,5 +411,11 @@ def editions_reconcile(*, now: datetime | None = None, dry_run: bool = False) ->
             report.finished.append(edition.pk)
             if not dry_run:
                 edition_finish_if_complete(edition_id=edition.pk)
+    if not dry_run:
+        reconcile_actions_record({
+            "redispatched": len(report.redispatched), "released": report.released,
+            "requeued_editions": len(report.requeued_editions),
+            "expired": len(report.expired), "finished": len(report.finished),
+        })
     return report
 

@@ -216,7 +216,8 @@ def test_text_rendering_leaves_no_markup_and_fits_the_width(markdown_text):
     assert "<" not in text
     assert "&" not in text
     for line in text.splitlines():
-        if not line.startswith("    "):  # code blocks are kept verbatim
+        # Code blocks are kept verbatim, also inside a quote ("> " + 4-space indent).
+        if not line.startswith(("    ", ">     ")):
             assert len(line) <= 72 or " " not in line.strip(" >-0123456789.")
 
 

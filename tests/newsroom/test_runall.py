@@ -49,7 +49,7 @@ def test_runall_serves_and_stops_cleanly(tmp_path):
 
         def index():
             try:
-                response = requests.get(site + "/", timeout=2)
+                response = requests.get(site + "/", timeout=10)
             except requests.ConnectionError:
                 assert proc.poll() is None, log()
                 return None
@@ -72,13 +72,15 @@ def test_runall_serves_and_stops_cleanly(tmp_path):
 
         app = Celery(broker=embedded_redis.kombu_url(embedded_redis.url(data)))
         replies = wait_for(lambda: app.control.ping(timeout=1), 60, "a worker to answer ping")
-        assert any(name.startswith("worker@") for reply in replies for name in reply)
+        wait_for(lambda: len(app.control.ping(timeout=1)) >= 2, 60, "both workers")
+        names = {name.split("@")[0] for reply in app.control.ping(timeout=1) for name in reply}
+        assert {"worker", "alerts"} <= names, replies
 
         flower = f"http://127.0.0.1:{flower_port}/"
         credentials = (data / "flower-credentials").read_text().strip().split(":", 1)
         wait_for(lambda: _get(flower, credentials), 60, "Flower")
         assert requests.get(flower, timeout=5).status_code == 401  # auth is on
-        for name in ("web", "worker", "beat", "flower"):
+        for name in ("web", "alerts", "worker", "beat", "flower"):
             assert f"{name} started" in log()
         assert " stopped (rc=" not in log(), log()
     finally:

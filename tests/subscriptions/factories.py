@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
+
+from django.utils import timezone
 
 from newsroom.models import Category
 from subscriptions.models import Subscriber
@@ -19,6 +22,8 @@ def category(slug: str | None = None, **fields) -> Category:
 
 def subscriber(email: str | None = None, *, categories=(), **fields) -> Subscriber:
     fields.setdefault("status", Subscriber.Status.ACTIVE)
+    if fields["status"] == Subscriber.Status.ACTIVE:
+        fields.setdefault("confirmed_at", timezone.now() - timedelta(days=30))
     sub = Subscriber.objects.create(email=email or f"reader{next(_seq)}@example.com", **fields)
     sub.categories.set(categories)
     return sub

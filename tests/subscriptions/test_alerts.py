@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from newsroom.models import Story
-from subscriptions.models import Delivery, Edition
+from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.services import deliveries, editions
 from subscriptions.tokens import Purpose, token_read
 from tests.subscriptions.factories import category, subscriber
@@ -22,10 +22,8 @@ def story(cat, **fields) -> Story:
     fields.setdefault("body", "First paragraph of the story.\n\n## What we know\n\nMore text.")
     fields.setdefault("dek", "Thousands leave their homes as water rises.")
     fields.setdefault("breaking", True)
-    return Story.objects.create(
-        category=cat, status=Story.Status.PUBLISHED,
-        published_at=timezone.now() - timedelta(minutes=1), **fields,
-    )
+    fields.setdefault("published_at", timezone.now() - timedelta(minutes=1))
+    return Story.objects.create(category=cat, status=Story.Status.PUBLISHED, **fields)
 
 
 def send_all(edition: Edition) -> None:
@@ -69,13 +67,13 @@ def test_alert_message_is_a_correct_list_message(smtp, no_enqueue, settings):
     settings.NEWSROOM_REPLY_TO = "desk@example.com"
     cat = category("policy")
     sub = subscriber("ann@example.com", categories=[cat])
-    edition = editions.edition_create_alert(story=story(cat, headline="Dam bursts – ünïcode"),  # noqa: RUF001
-                                            by=None)
+    headline = 'Dam "bursts" & floods – ünïcode'  # noqa: RUF001
+    edition = editions.edition_create_alert(story=story(cat, headline=headline), by=None)
     send_all(edition)
     [received] = smtp.handler.to("ann@example.com")
     message = email.message_from_bytes(received.data, policy=policy.default)
     assert not message.defects
-    assert message["Subject"] == "Breaking: Dam bursts – ünïcode"  # noqa: RUF001
+    assert message["Subject"] == f"Breaking: {headline}"  # no HTML escaping in a header
     assert message["To"] == "ann@example.com"
     assert message["Reply-To"] == "desk@example.com"
     for header in ("From", "Date", "Message-ID", "List-Id", "List-Unsubscribe"):
@@ -115,6 +113,9 @@ def test_only_published_breaking_stories_alert(no_enqueue):
     draft.refresh_from_db()
     with pytest.raises(editions.EditionError, match="Publish"):
         editions.edition_create_alert(story=draft, by=None)
+    scheduled = story(cat, published_at=timezone.now() + timedelta(hours=1))
+    with pytest.raises(editions.EditionError, match="publication time"):
+        editions.edition_create_alert(story=scheduled, by=None)
 
 
 def test_a_stale_alert_is_not_sent_late(smtp, no_enqueue, settings):
@@ -251,3 +252,23 @@ def test_batches_cover_every_delivery_once(no_enqueue, settings):
     ids = sorted(Delivery.objects.values_list("id", flat=True))
     covered = [i for first, last in ranges for i in ids if first <= i <= last]
     assert covered == ids
+
+
+def test_a_batch_costs_a_bounded_number_of_queries(smtp, no_enqueue, settings,
+                                                  django_assert_max_num_queries):
+    settings.NEWSROOM_BATCH_SIZE = 1000
+    cat = category("policy")
+    subs = Subscriber.objects.bulk_create(
+        Subscriber(email=f"q{i}@example.com", status="active", wants_alerts=True)
+        for i in range(300)
+    )
+    Subscriber.categories.through.objects.bulk_create(
+        Subscriber.categories.through(subscriber_id=s.pk, category_id=cat.pk) for s in subs
+    )
+    edition = editions.edition_create_alert(story=story(cat), by=None)
+    editions.edition_dispatch(edition_id=edition.pk)
+    [(first, last)] = editions.batch_ranges(edition)
+    with django_assert_max_num_queries(11):
+        report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    assert report.sent == 300
+    assert Delivery.objects.filter(status="sent").count() == 300

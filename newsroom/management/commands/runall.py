@@ -1,4 +1,4 @@
-"""Run the whole service in the foreground: web, Celery worker, beat and Flower.
+"""Run the whole service in the foreground: web, Celery workers, beat and Flower.
 
 This is the quick start: it prepares the database, imports `seeds/`, creates a
 demo editor once, then supervises the processes with honcho (a Procfile runner:
@@ -58,9 +58,16 @@ def procfile(*, host: str, port: int, flower_port: int, concurrency: int) -> dic
             python, "-m", "gunicorn", "newsroom.wsgi", f"--bind={host}:{port}",
             "--workers=2", "--access-logfile=-", "--graceful-timeout=10",
         ],
+        # Alerts have a worker of their own, so a running digest never delays one.
+        "alerts": [
+            python, "-m", "celery", "-A", "newsroom", "worker", "--loglevel=INFO",
+            f"--concurrency={concurrency}", "--hostname=alerts@%h",
+            f"--queues={settings.NEWSROOM_ALERTS_QUEUE}",
+        ],
         "worker": [
             python, "-m", "celery", "-A", "newsroom", "worker", "--loglevel=INFO",
-            f"--concurrency={concurrency}", "--hostname=worker@%h", "--queues=priority,default",
+            f"--concurrency={concurrency}", "--hostname=worker@%h",
+            f"--queues=priority,{settings.NEWSROOM_DIGESTS_QUEUE},default",
         ],
         "beat": [
             python, "-m", "celery", "-A", "newsroom", "beat", "--loglevel=INFO",
