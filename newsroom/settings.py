@@ -219,6 +219,9 @@ NEWSROOM_NAME = _env("NEWSROOM_NAME", "Newsroom")
 # Sign-ups allowed per client IP and per address within an hour.
 NEWSROOM_SIGNUP_LIMIT_PER_IP = _env_int("NEWSROOM_SIGNUP_LIMIT_PER_IP", 20)
 NEWSROOM_SIGNUP_LIMIT_PER_EMAIL = _env_int("NEWSROOM_SIGNUP_LIMIT_PER_EMAIL", 5)
+# Reverse proxies in front of the web server that append to X-Forwarded-For
+# (the client address for rate limits and consent records); 0 = none.
+NEWSROOM_TRUSTED_PROXY_HOPS = _env_int("NEWSROOM_TRUSTED_PROXY_HOPS", 0)
 # Soft bounces in a row that suppress an address like a hard bounce.
 NEWSROOM_SOFT_BOUNCE_LIMIT = _env_int("NEWSROOM_SOFT_BOUNCE_LIMIT", 3)
 

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -24,6 +25,21 @@ logger = logging.getLogger(__name__)
 SIGNUP_WORDING_VERSION = "signup-2026-11"
 
 
+def client_ip(request) -> str | None:
+    """The client's address, also behind NEWSROOM_TRUSTED_PROXY_HOPS reverse proxies.
+
+    Each proxy appends the address it saw to X-Forwarded-For; only the entries
+    our own proxies added can be trusted, so we count that many from the right.
+    """
+    hops = settings.NEWSROOM_TRUSTED_PROXY_HOPS
+    if hops > 0:
+        forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+                     if a.strip()]
+        if len(forwarded) >= hops:
+            return forwarded[-hops]
+    return request.META.get("REMOTE_ADDR") or None
+
+
 @dataclass(frozen=True)
 class RequestInfo:
     """Where a consent event came from (for the append-only record)."""
@@ -35,7 +51,7 @@ class RequestInfo:
     @classmethod
     def from_request(cls, request) -> RequestInfo:
         return cls(
-            ip_address=request.META.get("REMOTE_ADDR") or None,
+            ip_address=client_ip(request),
             user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
             page=request.build_absolute_uri()[:500],
         )

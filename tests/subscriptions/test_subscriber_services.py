@@ -187,3 +187,18 @@ def test_email_is_unique_whatever_its_case():
     subscriber("ann@example.com")
     with pytest.raises(IntegrityError), transaction.atomic():
         Subscriber.objects.bulk_create([Subscriber(email="ANN@example.com")])
+
+
+@pytest.mark.parametrize(("hops", "forwarded", "expected"), [
+    (0, "198.51.100.7", "10.0.0.2"),  # no proxy trusted: the header is the client's word
+    (1, "198.51.100.7", "198.51.100.7"),
+    (1, "6.6.6.6, 198.51.100.7", "198.51.100.7"),  # a forged first entry is ignored
+    (2, "6.6.6.6, 198.51.100.7, 10.0.0.9", "198.51.100.7"),
+    (2, "198.51.100.7", "10.0.0.2"),  # fewer entries than proxies: fall back
+])
+def test_client_ip_behind_trusted_proxies(rf, settings, hops, forwarded, expected):
+    from subscriptions.services.subscribers import client_ip
+
+    settings.NEWSROOM_TRUSTED_PROXY_HOPS = hops
+    request = rf.get("/", HTTP_X_FORWARDED_FOR=forwarded, REMOTE_ADDR="10.0.0.2")
+    assert client_ip(request) == expected
