@@ -125,7 +125,8 @@ class PrebuiltEmail(EmailMultiAlternatives):
 
 def send_batch(
     *, connection, from_email: str, recipients: Sequence[Recipient],
-    render: Callable[[Recipient], bytes], esp_content: Callable[[str], tuple[str, str, str]],
+    render: Callable[[Recipient], bytes],
+    esp_content: Callable[[str], tuple[str, str, str]] | None,
 ) -> list[Result]:
     """Send one batch through `connection`; `render` builds one recipient's bytes.
 

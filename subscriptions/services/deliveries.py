@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import logging
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import formatdate, parseaddr
@@ -29,7 +29,7 @@ from subscriptions.list_headers import list_id, manage_url, unsubscribe_url
 from subscriptions.mime import MessageTemplate, hole
 from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.throttle import throttle_acquire
-from subscriptions.transports import Recipient, send_batch
+from subscriptions.transports import ESP_MERGE, Recipient, esp_name, send_batch
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,15 @@ def _message_id(edition_id: int, subscriber_id: int) -> str:
     return f"<e{edition_id}.s{subscriber_id}.{mac}@{domain}>"
 
 
+# Contents already built by this process, kept across batches: consecutive
+# batches of an edition mostly share their contents (deliveries are written in
+# content order), so most batches build none. Bounded, so memory stays flat.
+_CONTENT_CACHE: OrderedDict[tuple, tuple[Content, MessageTemplate]] = OrderedDict()
+_CONTENT_CACHE_SIZE = 256
+
+
 class _Contents:
-    """The distinct contents of this batch, each with its message template."""
+    """The distinct contents of a batch, each with its message template."""
 
     def __init__(self, edition: Edition) -> None:
         self.edition = edition
@@ -64,19 +71,28 @@ class _Contents:
         self.reply_to = settings.NEWSROOM_REPLY_TO
 
     def get(self, key: str, build) -> tuple[Content, MessageTemplate]:
-        if key not in self.templates:
-            content = build()
-            template = MessageTemplate(
-                subject=content.subject, from_email=settings.DEFAULT_FROM_EMAIL,
-                text=content.text, html=content.html, reply_to=self.reply_to,
-                headers={
-                    "List-Id": list_id(content.list_key),
-                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                    "List-Post": "NO",
-                    "Precedence": "bulk",
-                },
-            )
-            self.templates[key] = (content, template)
+        if key in self.templates:
+            return self.templates[key]
+        cache_key = (self.edition.pk, self.edition.created_at, key,
+                     settings.DEFAULT_FROM_EMAIL, self.reply_to, settings.SITE_URL)
+        if cache_key in _CONTENT_CACHE:
+            _CONTENT_CACHE.move_to_end(cache_key)
+            self.templates[key] = _CONTENT_CACHE[cache_key]
+            return self.templates[key]
+        content = build()
+        template = MessageTemplate(
+            subject=content.subject, from_email=settings.DEFAULT_FROM_EMAIL,
+            text=content.text, html=content.html, reply_to=self.reply_to,
+            headers={
+                "List-Id": list_id(content.list_key),
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                "List-Post": "NO",
+                "Precedence": "bulk",
+            },
+        )
+        self.templates[key] = _CONTENT_CACHE[cache_key] = (content, template)
+        while len(_CONTENT_CACHE) > _CONTENT_CACHE_SIZE:
+            _CONTENT_CACHE.popitem(last=False)
         return self.templates[key]
 
 
@@ -202,24 +218,44 @@ def _send_claimed(edition: Edition, rows: list[tuple], report: BatchReport) -> N
         )
     date = formatdate(usegmt=True)
     connection = get_connection()
-    results = []
-    for key, recipients in prepared.by_variant.items():
-        content, template = prepared.contents.templates[key]
-        throttle_acquire(len(recipients))
-
-        def esp_content(syntax: str, content=content) -> tuple[str, str, str]:
-            text, html = content.text, content.html
-            for name in PERSONAL_VALUES:
-                text = text.replace(hole(name), syntax.format(name))
-                html = html.replace(hole(name), syntax.format(name))
-            return content.subject, text, html
-
-        results += send_batch(
+    groups = [(prepared.contents.templates[key], recipients)
+              for key, recipients in prepared.by_variant.items()]
+    if not groups:
+        results = []
+    elif hasattr(connection, "send_prebuilt") or esp_name(connection) not in ESP_MERGE:
+        # One session for the whole batch, whatever mix of contents it holds.
+        template_of = {r.delivery_id: template for (_content, template), recipients in groups
+                       for r in recipients}
+        everyone = [r for _pair, recipients in groups for r in recipients]
+        throttle_acquire(len(everyone))
+        results = send_batch(
             connection=connection, from_email=settings.DEFAULT_FROM_EMAIL,
-            recipients=recipients, esp_content=esp_content,
-            render=lambda r, template=template: _render(template, r, date),
+            recipients=everyone, esp_content=None,
+            render=lambda r: _render(template_of[r.delivery_id], r, date),
         )
+    else:  # an ESP batch call holds one content: one call (or more) per content
+        results = []
+        for (content, template), recipients in groups:
+            throttle_acquire(len(recipients))
+            results += send_batch(
+                connection=connection, from_email=settings.DEFAULT_FROM_EMAIL,
+                recipients=recipients, esp_content=_esp_content(content),
+                render=lambda r, template=template: _render(template, r, date),
+            )
     _record_results(edition, results, report)
+
+
+def _esp_content(content: Content):
+    """(subject, text, html) with the holes spelt in an ESP's merge syntax."""
+
+    def spell(syntax: str) -> tuple[str, str, str]:
+        text, html = content.text, content.html
+        for name in PERSONAL_VALUES:
+            text = text.replace(hole(name), syntax.format(name))
+            html = html.replace(hole(name), syntax.format(name))
+        return content.subject, text, html
+
+    return spell
 
 
 def _window_for(edition: Edition, subscriber: Subscriber) -> datetime | None:

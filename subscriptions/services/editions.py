@@ -16,8 +16,20 @@ from datetime import datetime, time, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, DateTimeField, Exists, F, Min, OuterRef, Q, QuerySet, Value
-from django.db.models.functions import Coalesce
+from django.db.models import (
+    Count,
+    DateTimeField,
+    Exists,
+    F,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce, Power
 from django.utils import timezone
 
 from newsroom.models import Story
@@ -75,11 +87,27 @@ def _digest_audience(edition: Edition) -> QuerySet[Subscriber]:
     )
 
 
+def _topics_signature() -> Subquery:
+    """A number equal for readers who follow the same categories (a bitmask sum)."""
+    through = Subscriber.categories.through
+    return Subquery(
+        through.objects.filter(subscriber_id=OuterRef("pk")).order_by()
+        .values("subscriber_id")
+        .annotate(signature=Sum(Power(2, F("category_id") % 50)))
+        .values("signature")[:1]
+    )
+
+
 def _insert_deliveries(edition: Edition, audience: QuerySet, *, window: bool) -> int:
     """One INSERT ... SELECT: set-based, however large the audience."""
     columns = ["edition_id", "subscriber_id", "status", "attempts", "message_id",
                "last_error", "window_start"]
-    select = audience.order_by("pk").values_list(
+    # Readers with the same content get neighbouring ids, so a batch (an id
+    # range) holds few contents: fewer renders and larger ESP calls.
+    ordering = ["window_start", "topics", "pk"] if window else ["pk"]
+    if window:
+        audience = audience.annotate(topics=_topics_signature())
+    select = audience.order_by(*ordering).values_list(
         Value(edition.pk), "pk", Value(Delivery.Status.QUEUED), Value(0), Value(""),
         Value(""), "window_start" if window else Value(None, output_field=DateTimeField()),
     )
