@@ -95,7 +95,9 @@ class PipeliningConnection:
     def open(self) -> None:
         if self.smtp is not None:
             return
-        context = self.ssl_context or ssl.create_default_context()
+        context = None
+        if self.use_ssl or self.use_tls:  # loading CA certificates costs ~10 ms: only for TLS
+            context = self.ssl_context or ssl.create_default_context()
         if self.use_ssl:
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(
                 self.host, self.port, local_hostname=self.local_hostname,
