@@ -20,12 +20,22 @@ from django.core.exceptions import ImproperlyConfigured
 _TRUE = {"1", "true", "yes", "on"}
 
 
+def _typed(key: str, value: str) -> str | float | bool:
+    """Environment values are text; anymail wants a number for timeouts and
+    booleans for its switches. Keys and secrets stay text even when all digits."""
+    if key.endswith("TIMEOUT"):
+        return float(value)
+    if value.strip().lower() in {"true", "false"}:
+        return value.strip().lower() == "true"
+    return value
+
+
 def email_settings(
     email_url: str, environ: Mapping[str, str], *, outbox_dir: Path
 ) -> dict[str, Any]:
     """Settings for the transport named by `email_url`, plus the ANYMAIL dict."""
     anymail = {
-        key.removeprefix("ANYMAIL_"): value
+        key.removeprefix("ANYMAIL_"): _typed(key, value)
         for key, value in environ.items()
         if key.startswith("ANYMAIL_") and value
     }

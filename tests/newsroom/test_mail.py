@@ -55,6 +55,11 @@ def test_anymail_url_selects_the_esp_and_collects_its_settings():
     assert conf["ANYMAIL"]["MAILGUN_API_KEY"] == "key-123"
     assert conf["ANYMAIL"]["WEBHOOK_SECRET"] == ["a:b", "c:d"]
     assert conf["EMAIL_TRANSPORT"] == "mailgun"
+    typed = parse("anymail://mailgun", ANYMAIL_REQUESTS_TIMEOUT="2.5",
+                  ANYMAIL_IGNORE_RECIPIENT_STATUS="true", ANYMAIL_POSTMARK_SERVER_TOKEN="1234")
+    assert typed["ANYMAIL"]["REQUESTS_TIMEOUT"] == 2.5
+    assert typed["ANYMAIL"]["IGNORE_RECIPIENT_STATUS"] is True
+    assert typed["ANYMAIL"]["POSTMARK_SERVER_TOKEN"] == "1234"  # secrets stay text
     assert parse("anymail://amazon-ses")["EMAIL_BACKEND"] == (
         "anymail.backends.amazon_ses.EmailBackend"
     )
