@@ -1,0 +1,1 @@
+"""Benchmarks and fault drills for the delivery engine (see benchmarks/README.md)."""

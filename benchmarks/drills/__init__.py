@@ -1,0 +1,1 @@
+"""Fault drills: the real stack, a fault mid-edition, and the exactly-once check."""
