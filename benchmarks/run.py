@@ -419,7 +419,7 @@ def main(argv=None) -> int:
               " to the first/last message accepted by the sink or fake ESP")
         print(" - msg/s = messages / wall (confirm to every edition done); ratio = msg/s / "
               "smtp-source rate for the same count and size")
-        if h.engine_fingerprint() != engine_at_start:
+        if h.engine_fingerprint()["files"] != engine_at_start["files"]:
             print(" - WARNING: the engine's source changed during this run (another engineer "
                   "committed); its figures mix two versions: run again")
         report = {
@@ -429,7 +429,8 @@ def main(argv=None) -> int:
                 "instant": digest_now.isoformat(), **due,
                 "expected": len(expected_digest), "note": digest_note},
             "sink": sink.kind, "sink_note": sink_note, "engine": engine_at_start,
-            "engine_changed_during_run": h.engine_fingerprint() != engine_at_start,
+            "engine_changed_during_run":
+                h.engine_fingerprint()["files"] != engine_at_start["files"],
             "results": results,
         }
         if args.json:
