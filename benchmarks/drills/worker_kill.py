@@ -12,6 +12,7 @@ at most one batch per killed pool process.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
@@ -22,6 +23,9 @@ from benchmarks.drills.common import Drill, parser, say
 def main(argv=None) -> int:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--at", type=float, default=0.30, help="progress at which to kill")
+    p.add_argument("--into-batch", type=float, default=0.25,
+                   help="seconds into one of the victim's batch tasks at which to kill it, "
+                        "so that some of its messages were handed over and none recorded")
     args = p.parse_args(argv)
     drill = Drill("worker-kill", args)
     try:
@@ -29,8 +33,17 @@ def main(argv=None) -> int:
         victim = drill.start_workers(prefix="kill-")[0]
         drill.alert()
         drill.wait_progress(args.at)
+        from newsroom.celery import app
         from subscriptions.models import Delivery
 
+        # Kill the victim inside a batch, not between two: wait for it to run one.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            active = (app.control.inspect(destination=[victim.name], timeout=0.5).active()
+                      or {}).get(victim.name) or []
+            if any(t.get("name") == "subscriptions.deliveries_send" for t in active):
+                time.sleep(args.into_batch)
+                break
         victim.kill()
         held = Delivery.objects.filter(edition=drill.edition, status="sending").count()
         say(f"SIGKILLed {victim.name} (main and pool processes); {held:,} deliveries claimed "
