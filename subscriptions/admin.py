@@ -46,6 +46,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timeuntil
 
+from newsroom.admin_mixins import ReadOnlyAdminMixin
 from newsroom.models import Category
 from newsroom.ops.samples import edition_rate_chart
 from subscriptions.models import (
@@ -93,20 +94,11 @@ def _cell(value: Any) -> str:
     return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
-class _SubscriberPermissionMixin:
+class _SubscriberPermissionMixin(ReadOnlyAdminMixin):
     """Consent and event rows are part of the subscriber: seeing one is seeing both."""
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm("subscriptions.view_subscriber")
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class ConsentRecordInline(_SubscriberPermissionMixin, admin.TabularInline):
@@ -134,7 +126,11 @@ class TrackingEventInline(_SubscriberPermissionMixin, admin.TabularInline):
 
 
 @admin.register(Subscriber)
-class SubscriberAdmin(admin.ModelAdmin):
+class SubscriberAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only rows: double opt-in is the only way in, changes go through services
+    (see the module docstring), and erasure replaces deletion, since consent
+    records must outlive the person's data."""
+
     list_display = ["email", "status", "frequency", "wants_alerts", "category_list",
                     "created_at", "confirmed_at"]
     list_filter = ["status", "frequency", "wants_alerts", "categories"]
@@ -157,15 +153,6 @@ class SubscriberAdmin(admin.ModelAdmin):
     )
 
     # --- Permissions ---------------------------------------------------------
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # double opt-in is the only way in
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # changes go through services: see the module docstring
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # erase instead; consent records must outlive the person's data
 
     def has_unsubscribe_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.change_subscriber")
@@ -492,7 +479,11 @@ STEERS: dict[str, _Steer] = {
 
 
 @admin.register(Edition)
-class EditionAdmin(admin.ModelAdmin):
+class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Made by services only, steered through them, never edited; kept as the
+    ledger of who got what."""
+
+
     list_display = ["id", "kind", "key", "status", "scheduled_at", "started_at", "finished_at",
                     "targeted", "sent", "failed", "skipped", "requeued", "progress", "rate",
                     "eta"]
@@ -516,15 +507,6 @@ class EditionAdmin(admin.ModelAdmin):
     recent_failures = 20
 
     # --- Permissions ---------------------------------------------------------------
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # made by services only
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # steered through services, never edited
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # the ledger of who got what
 
     def has_send_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.send_edition")
@@ -835,7 +817,7 @@ class EditionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: one row per edition and reader, for tracing what happened.
 
     The table is the biggest there is: no full count, no filter that lists
@@ -852,12 +834,3 @@ class DeliveryAdmin(admin.ModelAdmin):
     fields = ["edition", "subscriber", "status", "attempts", "window_start", "claim",
               "claimed_at", "sent_at", "message_id", "last_error"]
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -32,6 +32,7 @@ from django.utils.safestring import SafeString
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
+from newsroom.admin_mixins import ReadOnlyAdminMixin
 from newsroom.ops import broker, charts, samples, workers
 from subscriptions.admin import SendProgress, send_progress
 from subscriptions.models import Delivery, Edition
@@ -200,22 +201,13 @@ def operations_context(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-class OperationsAdmin(admin.ModelAdmin):
+class OperationsAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The admin face of the `Operations` model: one read-only page, no rows."""
 
     template = "admin/ops/operations.html"
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm("newsroom.view_operations")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_urls(self) -> list[URLPattern]:
         # Named like a change list, so the admin index links to it.

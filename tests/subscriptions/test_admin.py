@@ -171,6 +171,10 @@ def test_unsubscribe_action_confirms_then_unsubscribes_without_email(support, pe
     response = support.post(CHANGELIST, data)
     assert response.status_code == 200
     assert "unsubscribe_confirmation" in response.templates[0].name
+    html = response.content.decode()
+    assert ann.email in html and cat.email in html
+    assert '<input type="hidden" name="action" value="unsubscribe_selected">' in html
+    assert "Yes, I\u2019m sure" in html
     ann.refresh_from_db()
     assert ann.status == Subscriber.Status.ACTIVE  # nothing changes before the confirmation
 
@@ -181,6 +185,16 @@ def test_unsubscribe_action_confirms_then_unsubscribes_without_email(support, pe
     consent = ann.consents.get()
     assert (consent.action, consent.method) == (ConsentRecord.Action.WITHDRAW, "admin")
     assert emails == []  # no goodbye email for a staff action
+
+
+def test_unsubscribe_action_leaves_the_unsubscribed_alone(support, people):
+    ann = people["ann"]
+    data = {"action": "unsubscribe_selected", ACTION_CHECKBOX_NAME: [ann.pk]}
+    support.post(CHANGELIST, {**data, "post": "yes"})
+    html = support.post(CHANGELIST, data).content.decode()
+    assert "All the selected subscribers are already unsubscribed." in html
+    assert "These are already unsubscribed and will be left as they are:" in html
+    assert "Yes, I\u2019m sure" not in html  # nothing to confirm
 
 
 def test_unsubscribe_action_needs_the_change_permission(client, people):
