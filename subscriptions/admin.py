@@ -493,8 +493,8 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["key", "kind", "frequency", "status", "note", "story_list",
                            "audience", "created_by", "created_at"]}),
-        ("Timing", {"fields": ["scheduled_at", "window_end", "started_at", "finished_at",
-                               "last_progress_at"]}),
+        ("Timing", {"fields": ["scheduled_at", "window_end", "started_at", "dispatched_at",
+                               "finished_at", "last_progress_at"]}),
         ("Progress", {"fields": ["targeted", "sent", "failed", "skipped", "requeued",
                                  "progress", "rate", "eta"]}),
     ]

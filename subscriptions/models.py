@@ -217,6 +217,11 @@ class Edition(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     started_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When all its deliveries were written; until then it cannot be done, "
+                  "and its targeted count is an estimate.",
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
     last_progress_at = models.DateTimeField(null=True, blank=True)
     targeted = models.PositiveIntegerField(default=0)
@@ -257,7 +262,10 @@ class Delivery(models.Model):
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped"
 
-    edition = models.ForeignKey(Edition, on_delete=models.CASCADE, related_name="deliveries")
+    # No index of its own: (edition, subscriber) and (edition, status) lead with it.
+    edition = models.ForeignKey(
+        Edition, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
     subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="deliveries")
     status = models.CharField(max_length=7, choices=Status.choices, default=Status.QUEUED)
     window_start = models.DateTimeField(
@@ -275,9 +283,18 @@ class Delivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["edition", "subscriber"], name="delivery_once"),
         ]
+        # Every index is written on each insert (dispatch writes the whole audience),
+        # so each one earns its place. Queued rows, the bulk of an insert, enter
+        # neither partial index.
         indexes = [
+            # batch ranges, the finish check, cancel, the admin's counts
             models.Index(fields=["edition", "status"]),
-            models.Index(fields=["status", "claimed_at"]),
+            # editions_reconcile: rows held by batch runs that died
+            models.Index(fields=["claimed_at"], condition=models.Q(status="sending"),
+                         name="delivery_sending_claimed"),
+            # the newest failures (Operations page), read backwards
+            models.Index(fields=["claimed_at", "id"], condition=models.Q(status="failed"),
+                         name="delivery_failed_claimed"),
         ]
 
     def __str__(self) -> str:

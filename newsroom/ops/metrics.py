@@ -51,6 +51,7 @@ RECONCILE_ACTIONS = {
     "redispatched": "planned editions dispatched again",
     "released": "deliveries taken back from dead batch runs",
     "requeued_editions": "stalled editions whose batches were enqueued again",
+    "dispatch_completed": "editions whose dispatch stopped halfway, completed",
     "expired": "editions expired by reconcile",
     "finished": "editions marked done by reconcile",
 }

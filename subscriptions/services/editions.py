@@ -1,8 +1,9 @@
 """Editions: create them, fan them out into deliveries and batches, steer them.
 
 The path of a send:  edition_create_alert / digests_schedule  ->  edition_dispatch
-(one INSERT ... SELECT writes a delivery row per recipient, then one task per
-range of delivery ids)  ->  services.deliveries.deliveries_send (per batch).
+(INSERT ... SELECT writes a delivery row per recipient, the first two batches'
+worth first, and one task goes per range of delivery ids, the first ones before
+the rest is written)  ->  services.deliveries.deliveries_send (per batch).
 editions_reconcile finds work that stopped moving and puts it back.
 """
 
@@ -11,16 +12,17 @@ from __future__ import annotations
 import logging
 import zoneinfo
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import (
     Count,
     DateTimeField,
     Exists,
     F,
+    Max,
     Min,
     OuterRef,
     Q,
@@ -98,8 +100,10 @@ def _topics_signature() -> Subquery:
     )
 
 
-def _insert_deliveries(edition: Edition, audience: QuerySet, *, window: bool) -> int:
-    """One INSERT ... SELECT: set-based, however large the audience."""
+def _insert_deliveries(edition: Edition, audience: QuerySet, *, window: bool,
+                       limit: int | None = None) -> int:
+    """One INSERT ... SELECT: set-based, however large the audience. With a limit,
+    the first `limit` rows of the same order (their ids come first)."""
     columns = ["edition_id", "subscriber_id", "status", "attempts", "message_id",
                "last_error", "window_start"]
     # Readers with the same content get neighbouring ids, so a batch (an id
@@ -111,6 +115,8 @@ def _insert_deliveries(edition: Edition, audience: QuerySet, *, window: bool) ->
         Value(edition.pk), "pk", Value(Delivery.Status.QUEUED), Value(0), Value(""),
         Value(""), "window_start" if window else Value(None, output_field=DateTimeField()),
     )
+    if limit is not None:
+        select = select[:limit]
     sql, params = select.query.sql_with_params()
     table = Delivery._meta.db_table
     with connection.cursor() as cursor:
@@ -206,14 +212,45 @@ def digests_schedule(*, now: datetime | None = None) -> list[Edition]:
 
 # --- Dispatch -------------------------------------------------------------------------------
 
-def edition_dispatch(*, edition_id: int) -> int:
-    """Write the edition's deliveries and enqueue its batches; returns the count.
+# Batches written and enqueued before the rest of the audience: the first
+# messages leave while the bulk of the rows is still being inserted.
+FIRST_BATCHES = 2
+# Where step 2 of a dispatch may run (a pause does not stop rows being written).
+_DISPATCHABLE = (Edition.Status.SENDING, Edition.Status.PAUSED)
 
-    Runs once: only a planned edition is taken, by a conditional update.
+
+def _recipients(edition: Edition) -> tuple[QuerySet[Subscriber], bool]:
+    """Who gets the edition, and whether each reader has a window (digests)."""
+    if edition.kind == Edition.Kind.ALERT:
+        return alert_audience(category_id=edition.audience["category_id"]), False
+    has_news = Exists(Story.objects.filter(
+        status=Story.Status.PUBLISHED,
+        category__subscribers=OuterRef("pk"),
+        published_at__gt=OuterRef("window_start"),
+        published_at__lte=edition.window_end,
+    ))
+    return _digest_audience(edition).filter(has_news), True
+
+
+def edition_dispatch(*, edition_id: int) -> int:
+    """Write the edition's deliveries and enqueue its batches; returns the count targeted.
+
+    Two steps, so that the first messages do not wait for the whole audience to
+    be inserted (a second or more on PostgreSQL for a large one):
+    1. take the planned edition (a conditional update, so dispatch runs once),
+       write its first FIRST_BATCHES batches of rows, commit, enqueue them;
+    2. edition_dispatch_complete: write the rest, mark it dispatched, enqueue
+       the rest's batches.
+    A run that finds the edition taken but not dispatched (this task delivered
+    again, or retried, after its first run stopped between the steps) does step 2.
     """
     now = timezone.now()
     edition = Edition.objects.filter(pk=edition_id).first()
     if edition is None:
+        return 0
+    if edition.status != Edition.Status.PLANNED:
+        if edition.status in _DISPATCHABLE and edition.started_at and not edition.dispatched_at:
+            return edition_dispatch_complete(edition=edition) or 0
         return 0
     stale = timedelta(seconds=settings.NEWSROOM_ALERT_STALE_AFTER)
     if edition.kind == Edition.Kind.ALERT and now - edition.scheduled_at > stale:
@@ -229,20 +266,51 @@ def edition_dispatch(*, edition_id: int) -> int:
             transport=settings.EMAIL_TRANSPORT,
         ):
             return 0
-        if edition.kind == Edition.Kind.ALERT:
-            audience = alert_audience(category_id=edition.audience["category_id"])
-            count = _insert_deliveries(edition, audience, window=False)
-        else:
-            audience = _digest_audience(edition)
-            has_news = Exists(Story.objects.filter(
-                status=Story.Status.PUBLISHED,
-                category__subscribers=OuterRef("pk"),
-                published_at__gt=OuterRef("window_start"),
-                published_at__lte=edition.window_end,
-            ))
-            count = _insert_deliveries(edition, audience.filter(has_news), window=True)
+        recipients, window = _recipients(edition)
+        limit = FIRST_BATCHES * settings.NEWSROOM_BATCH_SIZE
+        first = _insert_deliveries(edition, recipients, window=window, limit=limit)
+        last_id = Delivery.objects.filter(edition=edition).aggregate(last=Max("id"))["last"]
+    _log_state(edition, "sending", first=first)
+    enqueue_batches(edition)  # every queued row is in the first batches
+    return edition_dispatch_complete(
+        edition=edition, after_id=last_id or 0, rest=first >= limit,
+    ) or 0
+
+
+def edition_dispatch_complete(*, edition: Edition, after_id: int = 0, rest: bool = True
+                              ) -> int | None:
+    """Step 2 of dispatch: write the rest of the deliveries (rest=False: the first
+    batches held the whole audience), mark the edition dispatched, enqueue the
+    batches of queued rows with ids above `after_id` (0: all of them, when it is
+    not known which were enqueued). Returns the count targeted, or None if the
+    edition is dispatched already (or was cancelled).
+
+    Safe to run again, and at once: the insert skips rows that exist, and the
+    conditional update opening the transaction holds the edition row (SQLite: the
+    database) until commit, so a second run waits, then finds it dispatched. A
+    run that dies rolls back, and the next one (a redelivered task, or
+    editions_reconcile) completes it.
+    """
+    recipients, window = _recipients(edition)
+    undispatched = Edition.objects.filter(
+        pk=edition.pk, status__in=_DISPATCHABLE, started_at__isnull=False,
+        dispatched_at__isnull=True,
+    )
+    if rest and edition.kind == Edition.Kind.ALERT:
+        # Until the rest is written, progress is shown against the audience's size,
+        # counted before any lock is taken. A digest's audience costs as much to
+        # count as to write: its targeted stays 0 (progress unknown) meanwhile.
+        undispatched.update(targeted=recipients.count())
+    with transaction.atomic():
+        now = timezone.now()
+        if not undispatched.update(last_progress_at=now):
+            return None
+        count = Delivery.objects.filter(edition=edition).count()  # the first batches
+        if rest:
+            count += _insert_deliveries(edition, recipients, window=window)
+        if edition.kind == Edition.Kind.DIGEST:
             # Everyone due has had this moment, news or not: the next window starts here.
-            audience.update(last_digest_due_at=edition.window_end)
+            _digest_audience(edition).update(last_digest_due_at=edition.window_end)
             earliest = Delivery.objects.filter(edition=edition).aggregate(
                 earliest=Min("window_start"))["earliest"]
             if earliest is not None:  # the stories any of its digests can hold
@@ -250,47 +318,51 @@ def edition_dispatch(*, edition_id: int) -> int:
                     status=Story.Status.PUBLISHED, published_at__gt=earliest,
                     published_at__lte=edition.window_end,
                 ))
-        Edition.objects.filter(pk=edition.pk).update(targeted=count)
-    _log_state(edition, "sending", targeted=count)
-    enqueue_batches(edition)
+        Edition.objects.filter(pk=edition.pk).update(targeted=count, dispatched_at=now)
+    _log_state(edition, "dispatched", targeted=count)
+    enqueue_batches(edition, after_id=after_id)
     edition_finish_if_complete(edition_id=edition.pk)
     return count
 
 
-def batch_ranges(edition: Edition, *, statuses: tuple[str, ...] = (Delivery.Status.QUEUED,)
-                 ) -> list[tuple[int, int]]:
-    """(first id, last id) of each batch of deliveries still to send."""
+def batch_ranges(edition: Edition, *, statuses: tuple[str, ...] = (Delivery.Status.QUEUED,),
+                 after_id: int = 0) -> list[tuple[int, int]]:
+    """(first id, last id) of each batch of deliveries still to send (ids above after_id)."""
     size = settings.NEWSROOM_BATCH_SIZE
     table = Delivery._meta.db_table
     marks = ", ".join(["%s"] * len(statuses))
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT MIN(id), MAX(id) FROM (SELECT id, (ROW_NUMBER() OVER (ORDER BY id) - 1) "  # noqa: S608
-            f"/ %s AS chunk FROM {table} WHERE edition_id = %s AND status IN ({marks})) ranked "
-            "GROUP BY chunk ORDER BY 1",
-            [size, edition.pk, *statuses],
+            f"/ %s AS chunk FROM {table} WHERE edition_id = %s AND status IN ({marks}) "
+            "AND id > %s) ranked GROUP BY chunk ORDER BY 1",
+            [size, edition.pk, *statuses, after_id],
         )
         return [(first, last) for first, last in cursor.fetchall()]
 
 
-def enqueue_batches(edition: Edition) -> int:
+def enqueue_batches(edition: Edition, *, after_id: int = 0) -> int:
     from subscriptions.tasks import deliveries_send
 
-    ranges = batch_ranges(edition)
+    ranges = batch_ranges(edition, after_id=after_id)
     for first, last in ranges:
         deliveries_send.apply_async((edition.pk, first, last), queue=edition.queue)
     return len(ranges)
 
 
 def edition_finish_if_complete(*, edition_id: int) -> bool:
-    """Mark a sending edition done once nothing is left to send."""
-    if Delivery.objects.filter(
+    """Mark a sending edition done once it is dispatched and nothing is left to send.
+
+    One statement, so it reads the edition and its rows at one moment: the rows
+    of step 2 commit with dispatched_at, so a batch that ends while they are
+    being written sees the edition undispatched and leaves it sending.
+    """
+    left = Delivery.objects.filter(
         edition_id=edition_id, status__in=(Delivery.Status.QUEUED, Delivery.Status.SENDING)
-    ).exists():
-        return False
-    done = Edition.objects.filter(pk=edition_id, status=Edition.Status.SENDING).update(
-        status=Edition.Status.DONE, finished_at=timezone.now()
     )
+    done = Edition.objects.filter(
+        ~Exists(left), pk=edition_id, status=Edition.Status.SENDING, dispatched_at__isnull=False,
+    ).update(status=Edition.Status.DONE, finished_at=timezone.now())
     if done:
         edition = Edition.objects.get(pk=edition_id)
         _log_state(edition, "done", sent=edition.sent, failed=edition.failed,
@@ -319,6 +391,8 @@ def edition_resume(*, edition: Edition) -> bool:
         if edition.started_at is None:  # paused before it was dispatched
             Edition.objects.filter(pk=edition.pk).update(status=Edition.Status.PLANNED)
             _enqueue_dispatch(edition)
+        elif edition.dispatched_at is None:  # its dispatch stopped halfway: the task
+            _enqueue_dispatch(edition)  # completes it, then enqueues every batch
         else:
             enqueue_batches(edition)
         _log_state(edition, "resumed")
@@ -337,6 +411,13 @@ def edition_cancel(*, edition: Edition) -> int:
             edition=edition, status=Delivery.Status.QUEUED
         ).update(status=Delivery.Status.SKIPPED, last_error="edition cancelled")
         Edition.objects.filter(pk=edition.pk).update(skipped=F("skipped") + skipped)
+        # Cancelled halfway through its dispatch: it targeted the rows written.
+        Edition.objects.filter(
+            pk=edition.pk, started_at__isnull=False, dispatched_at__isnull=True
+        ).update(targeted=Coalesce(Subquery(
+            Delivery.objects.filter(edition_id=edition.pk).order_by()
+            .values("edition_id").annotate(n=Count("pk")).values("n")
+        ), 0))
     _log_state(edition, "cancelled", skipped=skipped)
     return skipped
 
@@ -370,11 +451,12 @@ class ReconcileReport:
     requeued_editions: list[int]
     expired: list[int]
     finished: list[int]
+    dispatch_completed: list[int] = field(default_factory=list)  # dispatch died halfway
 
     @property
     def acted(self) -> bool:
         return bool(self.redispatched or self.released or self.requeued_editions
-                    or self.expired or self.finished)
+                    or self.expired or self.finished or self.dispatch_completed)
 
 
 def editions_reconcile(*, now: datetime | None = None, dry_run: bool = False) -> ReconcileReport:
@@ -385,6 +467,9 @@ def editions_reconcile(*, now: datetime | None = None, dry_run: bool = False) ->
     * deliveries claimed by a batch run that died (claimed longer ago than any
       task may run) go back to the queue: these are the only possible
       duplicates, and they are counted on the edition;
+    * a sending edition whose dispatch stopped between its two steps (worker
+      and dispatch message lost) and that has made no progress for a while has
+      its dispatch completed: the rest of its rows written, every batch enqueued;
     * a sending edition with queued deliveries and no progress for a while
       (its batch messages were lost with Redis) gets its batches enqueued again;
       batch runs claim rows, so a batch that was not lost runs once anyway.
@@ -425,6 +510,17 @@ def editions_reconcile(*, now: datetime | None = None, dry_run: bool = False) ->
         status=Edition.Status.SENDING, last_progress_at__lt=now - stall
     )
     for edition in stalled:
+        if edition.dispatched_at is None:
+            report.dispatch_completed.append(edition.pk)
+            if not dry_run:
+                _log_state(edition, "dispatch interrupted; completing it",
+                           level=logging.WARNING)
+                try:
+                    edition_dispatch_complete(edition=edition)
+                except DatabaseError:  # the others still get their repairs; next run retries
+                    logger.exception("edition #%s: completing its dispatch failed", edition.pk,
+                                     extra={"edition_id": edition.pk})
+            continue
         if Delivery.objects.filter(edition=edition, status=Delivery.Status.QUEUED).exists():
             report.requeued_editions.append(edition.pk)
             if not dry_run:
@@ -444,6 +540,7 @@ def editions_reconcile(*, now: datetime | None = None, dry_run: bool = False) ->
             "redispatched": len(report.redispatched), "released": report.released,
             "requeued_editions": len(report.requeued_editions),
             "expired": len(report.expired), "finished": len(report.finished),
+            "dispatch_completed": len(report.dispatch_completed),
         })
     return report
 

@@ -109,3 +109,13 @@ def test_requeue_stuck_dry_run_names_a_lost_dispatch():
     out = run("requeue_stuck", "--dry-run")
     assert f"Would dispatch again (planned, dispatch message lost): editions #{lost.pk}" in out
     assert Edition.objects.get(pk=lost.pk).status == Edition.Status.PLANNED
+
+
+def test_requeue_stuck_dry_run_names_a_dispatch_stopped_halfway():
+    long_ago = timezone.now() - timedelta(hours=2)
+    halfway = edition(status=Edition.Status.SENDING, started_at=long_ago,
+                      last_progress_at=long_ago)  # never dispatched_at: step 2 never ran
+    out = run("requeue_stuck", "--dry-run")
+    assert (f"Would complete the dispatch of editions #{halfway.pk} "
+            "(stopped between their first batches and the rest)") in out
+    assert Edition.objects.get(pk=halfway.pk).dispatched_at is None

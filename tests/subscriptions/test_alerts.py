@@ -39,7 +39,7 @@ def send_all(edition: Edition) -> None:
 def no_enqueue(monkeypatch):
     """Keep the broker out of in-process tests: batches are run by send_all."""
     monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: None)
-    monkeypatch.setattr(editions, "enqueue_batches", lambda edition: 0)
+    monkeypatch.setattr(editions, "enqueue_batches", lambda edition, **kwargs: 0)
 
 
 def test_an_alert_reaches_exactly_the_right_subscribers(smtp, no_enqueue):

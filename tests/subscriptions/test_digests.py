@@ -39,7 +39,7 @@ def test_due_instant_in_the_readers_time_zone(now, tz, hour, frequency, due):
 @pytest.fixture
 def no_enqueue(monkeypatch):
     monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: None)
-    monkeypatch.setattr(editions, "enqueue_batches", lambda edition: 0)
+    monkeypatch.setattr(editions, "enqueue_batches", lambda edition, **kwargs: 0)
 
 
 def run(edition: Edition) -> Edition:

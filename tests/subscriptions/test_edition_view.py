@@ -19,7 +19,7 @@ VIEW = re.compile(r"http://testserver(/editions/[^/\s\"]+/)")
 @pytest.fixture
 def no_enqueue(monkeypatch):
     monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: None)
-    monkeypatch.setattr(editions, "enqueue_batches", lambda edition: 0)
+    monkeypatch.setattr(editions, "enqueue_batches", lambda edition, **kwargs: 0)
 
 
 def view_path(raw: bytes) -> str:

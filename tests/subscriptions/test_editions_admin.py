@@ -49,7 +49,7 @@ def _messages(client, response) -> list[str]:
 def no_enqueue(monkeypatch):
     """Keep the broker out: batches run in this process when a test needs them."""
     monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: None)
-    monkeypatch.setattr(editions, "enqueue_batches", lambda edition: 0)
+    monkeypatch.setattr(editions, "enqueue_batches", lambda edition, **kwargs: 0)
 
 
 @pytest.fixture
@@ -215,7 +215,11 @@ def test_the_delivery_list_is_read_only(sender, alert):
 def test_pause_then_resume_confirm_first(sender, alert):
     page = sender.get(url("pause", alert))
     assert page.status_code == 200
-    assert '<input type="hidden" name="post" value="yes">' in page.content.decode()
+    html = page.content.decode()
+    assert '<input type="hidden" name="post" value="yes">' in html
+    assert 'name="action"' not in html  # the page's own form, not a list action
+    assert f'<a href="{url("change", alert)}">{alert}</a>' in html  # in the breadcrumbs
+    assert "steer-confirmation" in html
     assert sender.post(url("pause", alert), {}).status_code == 200  # not confirmed
     alert.refresh_from_db()
     assert alert.status == "sending"
@@ -290,6 +294,10 @@ def test_list_actions_confirm_then_act_on_the_ones_that_apply(sender, alert, dig
     page = sender.post(CHANGELIST, data)
     assert page.status_code == 200
     assert set(page.context["to_change"]) == {alert, digest}
+    html = page.content.decode()
+    assert '<input type="hidden" name="action" value="pause_selected">' in html
+    for edition in (alert, digest):
+        assert f'value="{edition.pk}"' in html and f"{edition.sent} of {edition.targeted}" in html
     assert set(Edition.objects.values_list("status", flat=True)) == {"sending", "planned"}
 
     sender.post(CHANGELIST, {**data, "post": "yes"})

@@ -37,7 +37,7 @@ ONE_CLICK = "List-Unsubscribe=One-Click"
 def no_enqueue(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the broker out: batches run in this process (send_all, rerun)."""
     monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: None)
-    monkeypatch.setattr(editions, "enqueue_batches", lambda edition: 0)
+    monkeypatch.setattr(editions, "enqueue_batches", lambda edition, **kwargs: 0)
 
 
 @pytest.fixture

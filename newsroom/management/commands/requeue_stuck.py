@@ -27,6 +27,10 @@ def describe(report: ReconcileReport, *, dry_run: bool) -> list[str]:
         verb = "Would release" if dry_run else "Released"
         lines.append(f"{verb} {report.released} deliveries held by dead batch runs "
                      "(back to the queue; possible duplicates)")
+    if report.dispatch_completed:
+        verb = "Would complete the dispatch of" if dry_run else "Completed the dispatch of"
+        lines.append(f"{verb} editions {_ids(report.dispatch_completed)} "
+                     "(stopped between their first batches and the rest)")
     if report.requeued_editions:
         verb = "Would enqueue batches again for" if dry_run else "Enqueued batches again for"
         lines.append(f"{verb} stalled editions {_ids(report.requeued_editions)}")
