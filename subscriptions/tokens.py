@@ -11,11 +11,16 @@ rotation.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from functools import lru_cache
 
+from django.conf import settings
 from django.core import signing
+from django.utils.encoding import force_bytes
 
 
 class Purpose(StrEnum):
@@ -50,8 +55,49 @@ def _digest(email: str) -> str:
     return hashlib.sha256(email.encode()).hexdigest()[:16]
 
 
+class _Signer(signing.TimestampSigner):
+    """Django's TimestampSigner, token for token, at half the cost.
+
+    Each stock signature goes through `salted_hmac`, which hashes salt + secret
+    into a key and keys a new HMAC with it, and each timestamp is encoded anew;
+    every list message carries two tokens, so both are per-recipient costs.
+    Here the keyed HMAC is kept per (secret, salt, algorithm) and copied, and
+    the timestamp encoded once a second. Keyed on the secret, so a changed
+    SECRET_KEY (or a fallback) gets its own.
+    """
+
+    def timestamp(self) -> str:
+        return _b62(int(time.time()))
+
+    def signature(self, value: str | bytes, key: str | bytes | None = None) -> str:
+        mac = _keyed_hmac(key or self.key, self.salt + "signer", self.algorithm).copy()
+        mac.update(force_bytes(value))
+        return signing.b64_encode(mac.digest()).decode()
+
+
+@lru_cache(maxsize=1)
+def _b62(seconds: int) -> str:
+    """The timestamp, encoded once a second rather than once a token."""
+    return signing.b62_encode(seconds)
+
+
+@lru_cache(maxsize=32)
+def _keyed_hmac(secret: str | bytes, key_salt: str, algorithm: str) -> hmac.HMAC:
+    """What `salted_hmac(key_salt, value, secret)` builds before it reads `value`."""
+    hasher = getattr(hashlib, algorithm)
+    return hmac.new(hasher(force_bytes(key_salt) + force_bytes(secret)).digest(),
+                    digestmod=hasher)
+
+
 def _signer(purpose: Purpose) -> signing.TimestampSigner:
-    return signing.TimestampSigner(salt=f"newsroom.subscriptions.{purpose}")
+    return _signer_for(purpose, settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS))
+
+
+@lru_cache(maxsize=32)
+def _signer_for(purpose: Purpose, key: str | bytes, fallback_keys: tuple) -> _Signer:
+    """Made once per purpose and keys: building a Signer costs as much as signing."""
+    return _Signer(key=key, fallback_keys=list(fallback_keys),
+                   salt=f"newsroom.subscriptions.{purpose}")
 
 
 def token_make(*, subscriber_id: int, email: str, purpose: Purpose) -> str:

@@ -6,9 +6,11 @@ any backend works; three of them get a faster road:
 * a backend with `send_prebuilt()` (our SMTP and outbox backends) takes the
   prebuilt bytes as they are: over SMTP, one pipelined connection per batch;
 * an anymail ESP that substitutes per-recipient values in the body gets one
-  API call per chunk of recipients (the ESP's batch limit), with
-  `merge_data`, `merge_headers` (List-Unsubscribe) and `merge_metadata` (the
-  delivery id, to match webhook events);
+  API call per chunk of recipients (the ESP's batch limit), all of a batch's
+  calls in one HTTP session, with `merge_data`, `merge_headers`
+  (List-Unsubscribe) and `merge_metadata` (the delivery id, to match webhook
+  events); Mailgun, which fills values in literally everywhere, gets only what
+  differs between readers (`_merge_fields`);
 * any other backend gets one EmailMessage per recipient whose MIME is the
   prebuilt message.
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email import message_from_bytes, policy
 from email.message import EmailMessage as StdlibEmailMessage
 from email.parser import BytesHeaderParser
@@ -52,11 +54,12 @@ class Result:
 
 # How each ESP spells a per-recipient substitution in an on-the-fly body, and
 # its recipients-per-call limit. ESPs missing here (Postmark, SES, …) need a
-# stored template for that, so they take the one-message-per-recipient road.
+# stored template for that, or (Mandrill) have no per-recipient headers in
+# anymail, and every list message needs its own List-Unsubscribe: they take the
+# one-message-per-recipient road.
 ESP_MERGE = {
     "mailgun": ("%recipient.{}%", 1000),
     "mailjet": ("[[var:{}]]", 50),
-    "mandrill": ("*|{}|*", 1000),
     "sparkpost": ("{{{{{}}}}}", 1000),
 }
 
@@ -193,49 +196,182 @@ def _send_esp_batches(connection, esp, from_email, recipients, render, esp_conte
     from anymail.exceptions import AnymailError
 
     syntax, limit = ESP_MERGE[esp]
-    subject, text, html = esp_content(syntax)
+    content = esp_content(syntax)
     personal = {name.lower() for r in recipients for name in r.headers}
     headers, reply_to = _fixed_headers(render(recipients[0]), personal) if recipients else ({}, [])
     results: list[Result] = []
+    recipients, refused = _ascii_domains(connection, recipients)
+    results += [Result(r.delivery_id, "failed", f"invalid address: {why}") for r, why in refused]
     pending = [recipients[i : i + limit] for i in range(0, len(recipients), limit)]
-    while pending:
-        chunk = pending.pop(0)
-        message = EmailMultiAlternatives(
-            subject=subject, body=text, from_email=from_email,
-            to=[r.email for r in chunk], connection=connection,
-            headers=headers, reply_to=reply_to,
-        )
-        message.attach_alternative(html, "text/html")
-        message.merge_data = {r.email: r.values for r in chunk}
-        # Our stable Message-ID per delivery lets receivers drop a resend.
-        message.merge_headers = {r.email: {**r.headers, "Message-ID": r.message_id}
-                                 for r in chunk if r.message_id} or {
-            r.email: r.headers for r in chunk}
-        message.merge_metadata = {r.email: {"delivery_id": str(r.delivery_id)} for r in chunk}
-        try:
-            message.send()
-        except AnymailError as exc:
-            if not _transient(exc) and len(chunk) > 1:
-                # One bad address fails a whole call at some ESPs (Mailgun: 400):
-                # halve the chunk until the refusal is pinned on its recipient.
-                half = len(chunk) // 2
-                pending[:0] = [chunk[:half], chunk[half:]]
+    # One HTTP session for every call of the batch, so they share a kept-alive
+    # connection: unopened, anymail opens and closes a session per send().
+    opened = connection.open()
+    try:
+        while pending:
+            chunk = pending.pop(0)
+            message = _batch_message(connection, esp, syntax, chunk, from_email, content,
+                                     headers, reply_to)
+            try:
+                message.send()
+            except AnymailError as exc:
+                if not _transient(exc) and len(chunk) > 1:
+                    # One bad address fails a whole call at some ESPs (Mailgun: 400):
+                    # halve the chunk until the refusal is pinned on its recipient.
+                    half = len(chunk) // 2
+                    pending[:0] = [chunk[:half], chunk[half:]]
+                    continue
+                # Nothing was accepted (a 4xx/5xx from the API), or a timeout left it unknown.
+                status = "retry" if _transient(exc) else "failed"
+                results += [Result(r.delivery_id, status, str(exc)[:500]) for r in chunk]
                 continue
-            # Nothing was accepted (a 4xx/5xx from the API), or a timeout left it unknown.
-            status = "retry" if _transient(exc) else "failed"
-            results += [Result(r.delivery_id, status, str(exc)[:500]) for r in chunk]
-            continue
-        statuses = message.anymail_status.recipients
-        for r in chunk:
-            status = statuses.get(r.email)
-            if status is not None and status.status in {"sent", "queued"}:
-                results.append(Result(r.delivery_id, "sent",
-                                      esp_message_id=str(status.message_id or "")[:255]))
-            elif status is not None and status.status in {"invalid", "rejected"}:
-                results.append(Result(r.delivery_id, "failed", f"ESP: {status.status}"))
-            else:
-                results.append(Result(r.delivery_id, "retry", "ESP status unknown"))
+            statuses = message.anymail_status.recipients
+            for r in chunk:
+                status = statuses.get(r.email)
+                if status is not None and status.status in {"sent", "queued"}:
+                    results.append(Result(r.delivery_id, "sent",
+                                          esp_message_id=str(status.message_id or "")[:255]))
+                elif status is not None and status.status in {"invalid", "rejected"}:
+                    results.append(Result(r.delivery_id, "failed", f"ESP: {status.status}"))
+                else:
+                    results.append(Result(r.delivery_id, "retry", "ESP status unknown"))
+    finally:
+        if opened:
+            connection.close()
     return results
+
+
+# ESPs that fill in per-recipient values as they are (no escaping) in the
+# subject, bodies and headers alike; anymail's own merge_headers relies on it.
+_LITERAL_MERGE = frozenset({"mailgun"})
+
+
+def _personal_headers(r: Recipient) -> dict[str, str]:
+    # Our stable Message-ID per delivery lets receivers drop a resend.
+    return {**r.headers, "Message-ID": r.message_id} if r.message_id else r.headers
+
+
+def _batch_message(connection, esp: str, syntax: str, chunk: Sequence[Recipient],
+                   from_email: str, content: tuple[str, str, str], headers: dict[str, str],
+                   reply_to: list[str]) -> EmailMultiAlternatives:
+    """One API call's message: the content once, each reader's values on the side."""
+    subject, text, html = content
+    if esp in _LITERAL_MERGE:
+        (subject, text, html), personal, merge_data = _merge_fields(chunk, syntax, content)
+        headers = {**headers, **personal}
+    message = EmailMultiAlternatives(
+        subject=subject, body=text, from_email=from_email, to=[r.email for r in chunk],
+        connection=connection, headers=headers, reply_to=reply_to,
+    )
+    message.attach_alternative(html, "text/html")
+    if esp in _LITERAL_MERGE:
+        message.merge_data = merge_data
+    else:
+        message.merge_data = {r.email: r.values for r in chunk}
+        message.merge_headers = {r.email: _personal_headers(r) for r in chunk}
+    message.merge_metadata = {r.email: {"delivery_id": str(r.delivery_id)} for r in chunk}
+    return message
+
+
+def _merge_fields(chunk: Sequence[Recipient], syntax: str, content: tuple[str, str, str]
+                  ) -> tuple[tuple[str, str, str], dict[str, str], dict[str, dict[str, str]]]:
+    """(subject, text, html), personal headers spelt with merge fields, and merge_data,
+    for an ESP that merges literally, with each reader's data cut to what differs.
+
+    The per-recipient data is the bulk of a call (the ESP client JSON-encodes it,
+    then form-encodes it byte by byte), and most of it is shared: a header that is
+    a value in brackets (List-Unsubscribe) is spelt from that value; a field that
+    no part of the message uses is left out; the text every reader's value starts
+    and ends with (the links' site and path, the Message-ID's edition and domain)
+    goes into the message once. Each reader still gets exactly the same message.
+    """
+    spelt = {key: syntax.format(key) for r in chunk for key in r.values}
+    heads = [_personal_headers(r) for r in chunk]
+    personal: dict[str, str] = {}
+    fields: dict[str, list[str]] = {}
+    for name in dict.fromkeys(name for head in heads for name in head):
+        template = _spelt_from_values(chunk[0].values, heads[0].get(name, ""), spelt)
+        if template is not None and all(
+            _filled(template, r.values, spelt) == head.get(name, "")
+            for r, head in zip(chunk, heads, strict=True)
+        ):
+            personal[name] = template
+        else:  # its own field, named as anymail would
+            key = f"h:{name.title()}"
+            spelt[key] = personal[name] = syntax.format(key)
+            fields[key] = [head.get(name, "") for head in heads]
+    parts = [*content, *personal.values()]
+    for key in spelt.keys() - fields.keys():
+        if any(spelt[key] in part for part in parts):
+            fields[key] = [r.values.get(key, "") for r in chunk]
+    spelling: dict[str, str] = {}
+    for key, values in fields.items():
+        prefix = _common_prefix(values)
+        values = [v[len(prefix):] for v in values]
+        suffix = _common_prefix([v[::-1] for v in values])[::-1]
+        if suffix:
+            values = [v[: -len(suffix)] for v in values]
+        fields[key] = values
+        spelling[spelt[key]] = prefix + spelt[key] + suffix if any(values) else prefix + suffix
+    fields = {key: values for key, values in fields.items() if any(values)}
+
+    def spell(part: str) -> str:
+        for old, new in spelling.items():
+            part = part.replace(old, new)
+        return part
+
+    subject, text, html = (spell(part) for part in content)
+    personal = {name: spell(template) for name, template in personal.items()}
+    merge_data = {r.email: {key: values[i] for key, values in fields.items()}
+                  for i, r in enumerate(chunk)}
+    return (subject, text, html), personal, merge_data
+
+
+def _spelt_from_values(values: dict[str, str], header: str, spelt: dict[str, str]) -> str | None:
+    """`header` with the `values` it holds spelt as merge fields; None if it holds none."""
+    template = header
+    for key, value in sorted(values.items(), key=lambda kv: -len(kv[1])):
+        if value:
+            template = template.replace(value, spelt[key])
+    return template if template != header else None
+
+
+def _common_prefix(values: list[str]) -> str:
+    first, last = min(values), max(values)  # the sorted ends share what all share
+    for i, (a, b) in enumerate(zip(first, last, strict=False)):
+        if a != b:
+            return first[:i]
+    return first
+
+
+def _filled(template: str, values: dict[str, str], spelt: dict[str, str]) -> str:
+    for key, value in values.items():
+        template = template.replace(spelt[key], value)
+    return template
+
+
+def _ascii_domains(connection, recipients: Sequence[Recipient]
+                   ) -> tuple[list[Recipient], list[tuple[Recipient, str]]]:
+    """Recipients with their domains IDNA-encoded, and those whose domain can't be.
+
+    anymail sends an international domain IDNA-encoded but keys the Mailgun
+    recipient-variables by the address as given, so that reader would get the
+    merge fields unfilled; encoded first, the two match. Their own address in
+    the message body (`values["email"]`) stays as they wrote it.
+    """
+    from anymail.exceptions import AnymailError
+
+    ready: list[Recipient] = []
+    refused: list[tuple[Recipient, str]] = []
+    for r in recipients:
+        local, _, domain = r.email.rpartition("@")
+        if domain.isascii():
+            ready.append(r)
+            continue
+        try:
+            ready.append(replace(r, email=f"{local}@{connection.idna_encode(domain)}"))
+        except AnymailError as exc:
+            refused.append((r, str(exc)[:200]))
+    return ready, refused
 
 
 def _transient(exc: Exception) -> bool:

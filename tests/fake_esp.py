@@ -18,6 +18,7 @@ import base64
 import json
 import random
 import re
+import socket
 import sys
 import threading
 import time
@@ -64,6 +65,7 @@ class Call:
     hung: bool
     content_type: str  # form-encoded, or multipart/form-data (with attachments)
     form: Form = field(repr=False)
+    connection: int = 0  # the number of the TCP connection that carried it (1-based)
 
 
 class ApiError(Exception):
@@ -106,7 +108,8 @@ class FakeMailgun:
 
     Knobs (each thread-safe, usable while it runs): ``fail_next``,
     ``fail_randomly``, ``hang_next``, ``reset``. Results: ``received`` (one
-    Delivered per recipient accepted), ``calls`` and ``call_count``.
+    Delivered per recipient accepted), ``calls`` (each with the TCP connection
+    that carried it), ``call_count`` and ``connections_closed``.
     """
 
     def __init__(self, port: int = 0, *, api_key: str | None = "key",
@@ -122,6 +125,8 @@ class FakeMailgun:
         self.invalid_addresses: set[str] = set()
         self._random: tuple[float, int, random.Random] | None = None
         self._hang: list[tuple[float, bool]] = []
+        self._connections = 0
+        self._closed: set[int] = set()
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.fake = self
         self._thread: threading.Thread | None = None
@@ -197,6 +202,12 @@ class FakeMailgun:
         with self._lock:
             return len(self.calls)
 
+    @property
+    def connections_closed(self) -> set[int]:
+        """The numbers of the TCP connections the client has closed."""
+        with self._lock:
+            return set(self._closed)
+
     def to(self, address: str) -> list[Delivered]:
         """The copies received for one address."""
         with self._lock:
@@ -204,8 +215,17 @@ class FakeMailgun:
 
     # --- the API -----------------------------------------------------------------------
 
+    def connection_opened(self) -> int:
+        with self._lock:
+            self._connections += 1
+            return self._connections
+
+    def connection_closed(self, number: int) -> None:
+        with self._lock:
+            self._closed.add(number)
+
     def handle(self, path: str, authorization: str, content_type: str,
-               body: bytes) -> tuple[int, dict[str, str]]:
+               body: bytes, connection: int = 0) -> tuple[int, dict[str, str]]:
         """One API call: (HTTP status, JSON body)."""
         match = _PATH.match(urlsplit(path).path)
         if match is None:
@@ -238,7 +258,8 @@ class FakeMailgun:
                 accepted, fail = False, (exc.status, exc.message)
             status = 200 if accepted else (fail[0] if fail else 504)
             self.calls.append(Call(number, domain, status, len(recipients), accepted,
-                                   hang is not None, content_type.split(";")[0], form))
+                                   hang is not None, content_type.split(";")[0], form,
+                                   connection))
         if hang is not None:
             self._stopping.wait(hang[0])
         if status == 200:
@@ -308,19 +329,33 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as requests' sessions use it
     server: _Server
 
+    def setup(self) -> None:
+        super().setup()
+        # The answer goes out in one write, without Nagle's delay: on a kept-alive
+        # connection, headers and body written apart wait ~40 ms for the client's
+        # delayed ACK (as benchmarks/esp_fake.py explains).
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connection_number = self.server.fake.connection_opened()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.fake.connection_closed(self.connection_number)
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         status, payload = self.server.fake.handle(
             self.path, self.headers.get("Authorization", ""),
-            self.headers.get("Content-Type", ""), body,
+            self.headers.get("Content-Type", ""), body, self.connection_number,
         )
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self._headers_buffer.append(b"\r\n" + data)  # end_headers() and the body at once
+        self.flush_headers()
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: benchmarks make many thousands of calls."""
