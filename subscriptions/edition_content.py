@@ -4,12 +4,16 @@ An alert has one content. A digest has one per distinct (window, categories)
 combination among its recipients: a few hundred at most, however many
 subscribers. Each content is rendered from the stories' cached HTML into
 subject, text and CSS-inlined HTML with holes (see `mime.hole`) for the few
-per-recipient values, and kept in a small per-process cache.
+per-recipient values, and kept in a small per-process cache. A digest's
+sections (a category's stories) recur across its contents: each is rendered
+once per process and spliced into the frames of the contents that show it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import types
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +22,10 @@ from functools import lru_cache
 import css_inline
 from django.conf import settings
 from django.core import signing
-from django.template.loader import render_to_string
+from django.template import Context
+from django.template.backends.django import Template as DjangoTemplate
+from django.template.defaulttags import ForNode
+from django.template.loader import get_template, render_to_string
 from django.urls import reverse
 from django.utils.text import Truncator
 
@@ -126,31 +133,152 @@ def digest_content(
     edition_id: int, window_start: datetime | None, frequency: str, stories: Sequence[Story],
     categories: Sequence[Category],
 ) -> Content:
-    """One digest content: the stories grouped by category in category order."""
+    """One digest content: the stories grouped by category in category order.
+
+    Composed of its frame (subject, preheader, links: rendered per content) and
+    its sections (rendered once per process, see `_DigestLayout`); the same text
+    as rendering the templates whole.
+    """
     by_category: dict[int, list[Story]] = {}
     for story in sorted(stories, key=lambda s: s.published_at, reverse=True):
         by_category.setdefault(story.category_id, []).append(story)
-    sections = []
-    for category in sorted(categories, key=lambda c: (c.order, c.name)):
-        picked = by_category.get(category.pk, [])[:MAX_DIGEST_STORIES_PER_CATEGORY]
-        if picked:
-            sections.append((category, [
-                {"headline": s.headline, "summary": story_summary(s),
-                 "url": settings.SITE_URL + s.get_absolute_url()}
-                for s in picked
-            ]))
-    included = tuple(s.pk for s in stories if s.category_id in {c.pk for c, _ in sections})
-    lead = sections[0][1][0]
+    layout = _digest_layout()
+    shown = [(category, layout.section(category, by_category[category.pk]))
+             for category in sorted(categories, key=lambda c: (c.order, c.name))
+             if category.pk in by_category]
+    headlines = [item["headline"] for _category, section in shown for item in section.items]
     view = ViewKey(edition_id, window_start, tuple(sorted(c.pk for c in categories)))
     context = _base_context(view)
     context.update(
-        sections=sections, lead=lead, story_count=sum(len(items) for _, items in sections),
+        lead=shown[0][1].items[0], story_count=len(headlines),
         frequency_label="Weekly" if frequency == "weekly" else "Daily",
+        preheader=_preheader(" · ".join(headlines)),
     )
-    return _finish(
-        "subscriptions/editions/digest", context, list_key=f"digest.{frequency}",
-        story_ids=included,
-        preheader=_preheader(" · ".join(item["headline"] for _, items in sections
-                                          for item in items)),
+    context["subject"] = " ".join(render_to_string(f"{_DIGEST}.subject.txt", context).split())
+    html_head, html_tail = _inline_apart(*layout.html.cut(context))
+    html = html_head + "".join(section.html for _c, section in shown) + html_tail
+    if len(html.encode()) > MAX_HTML_BYTES:
+        raise ValueError(f"{_DIGEST} HTML is {len(html.encode())} bytes, over {MAX_HTML_BYTES}")
+    text_head, text_tail = layout.text.cut(context)
+    shown_ids = {category.pk for category, _section in shown}
+    return Content(
+        subject=context["subject"], preheader=context["preheader"], html=html,
+        text=text_head + "".join(section.text for _c, section in shown) + text_tail,
+        list_key=f"digest.{frequency}",
+        story_ids=tuple(s.pk for s in stories if s.category_id in shown_ids),
     )
 
+
+# --- Digest sections ----------------------------------------------------------------------
+
+_DIGEST = "subscriptions/editions/digest"
+_SECTIONS_CACHED = 512
+# Where a page is cut while its CSS is inlined: a comment, which the inliner keeps
+# as it is and which no rendered text can contain (text has its "<" escaped).
+_CUT = "<!--newsroom:cut-->"
+
+
+def _inline_apart(*pieces: str) -> list[str]:
+    """CSS-inline the pieces of one page as that page, and return them apart again.
+
+    Inlining styles each element by the selectors that match it, which the
+    comments in between do not change, so the pieces come out as they would
+    within the whole page.
+    """
+    inlined = _inliner.inline(_CUT.join(pieces)).split(_CUT)
+    if len(inlined) != len(pieces):
+        raise ValueError(f"CSS inlining changed the {_CUT} marks")
+    return inlined
+
+
+@dataclass(frozen=True)
+class _Section:
+    """One category's stories as a digest shows them, the same in every digest."""
+
+    items: list[dict[str, str]]  # headline, summary, url per story
+    html: str  # its pass of the HTML template's sections loop, CSS inlined
+    text: str  # its pass of the text template's sections loop
+
+
+# Stands in for a section to find where the sections go: its pass holds a text
+# no real section has, which autoescaping changes.
+_PROBE = (types.SimpleNamespace(name="\x00&probe\x00"), [])
+
+
+class _Loop:
+    """A digest template cut at its `{% for category, stories in sections %}` loop.
+
+    A pass of that loop depends on its section alone, so a whole render is the
+    head, one pass per section, the tail. The head and tail are rendered with
+    the probe as the only section and cut at the probe's pass; the loop node
+    renders a section's pass by itself, as the whole render would (with the
+    autoescaping in force at the loop, learnt from the probe).
+    """
+
+    def __init__(self, template: DjangoTemplate) -> None:
+        self.template = template
+        [self.node] = [node for node in template.template.nodelist.get_nodes_by_type(ForNode)
+                       if str(node.sequence) == "sections"]
+        rendered = template.render({"sections": [_PROBE]})
+        for autoescape in (True, False):
+            self.autoescape = autoescape
+            self.probe = self.render_pass(_PROBE)
+            if rendered.count(self.probe) == 1:
+                break
+        else:
+            raise ValueError(f"{template.origin.name}: cannot find where its sections go")
+
+    def render_pass(self, section: tuple[object, list[dict[str, str]]]) -> str:
+        return self.node.render(Context({"sections": [section]}, autoescape=self.autoescape))
+
+    def cut(self, context: dict) -> tuple[str, str]:
+        """(head, tail): the template rendered with `context`, without sections."""
+        head, probe, tail = self.template.render({**context, "sections": [_PROBE]}).partition(
+            self.probe)
+        if not probe:
+            raise ValueError(f"{self.template.origin.name}: the probe section went missing")
+        return head, tail
+
+
+class _DigestLayout:
+    """The digest templates cut at their sections loop, and the sections rendered
+    so far (bounded: the least recently used go first)."""
+
+    def __init__(self, html: DjangoTemplate, text: DjangoTemplate) -> None:
+        self.compiled = (html.template, text.template)
+        self.html, self.text = _Loop(html), _Loop(text)
+        self.blank = self.html.cut({})  # a page to inline a new section in
+        self.sections: OrderedDict[tuple, _Section] = OrderedDict()
+
+    def section(self, category: Category, stories: Sequence[Story]) -> _Section:
+        """The section of `category` holding (the first few of) `stories`, newest first."""
+        stories = stories[:MAX_DIGEST_STORIES_PER_CATEGORY]
+        # Everything its rendering reads, so that a cached section is never stale.
+        key = (settings.SITE_URL, category.pk, category.name, tuple(
+            (s.pk, s.slug, s.headline, s.dek, "" if s.dek else s.body) for s in stories))
+        section = self.sections.get(key)
+        if section is not None:
+            self.sections.move_to_end(key)
+            return section
+        items = [{"headline": s.headline, "summary": story_summary(s),
+                  "url": settings.SITE_URL + s.get_absolute_url()} for s in stories]
+        html = _inline_apart(self.blank[0], self.html.render_pass((category, items)),
+                             self.blank[1])[1]
+        section = self.sections[key] = _Section(
+            items, html, self.text.render_pass((category, items)))
+        while len(self.sections) > _SECTIONS_CACHED:
+            self.sections.popitem(last=False)
+        return section
+
+
+_layout: _DigestLayout | None = None
+
+
+def _digest_layout() -> _DigestLayout:
+    """The layout of the digest templates as they are now (a template reloaded in
+    development starts a new one)."""
+    global _layout
+    html, text = get_template(f"{_DIGEST}.html"), get_template(f"{_DIGEST}.txt")
+    if _layout is None or _layout.compiled != (html.template, text.template):
+        _layout = _DigestLayout(html, text)
+    return _layout

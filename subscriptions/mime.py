@@ -19,15 +19,18 @@ from __future__ import annotations
 import email.quoprimime
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.header import Header
 from email.utils import formataddr, parseaddr
+from functools import lru_cache
 
 # A hole in a template body: @@name@@ (survives Django's autoescaping and CSS inlining).
 HOLE = re.compile(r"@@([a-z_]+)@@")
 _SAFE_VALUE = re.compile(r"[!-<>-~]*")  # printable ASCII but '=' and space: QP-literal
 _SOFT_BREAK = b"=\r\n"
 _CRLF = "\r\n"
+_LINE_END = re.compile(r"\r\n|\r|\n")  # the line breaks body_encode keeps (it encodes the rest)
+_LEADING_DOT = re.compile(r"(?m)^\.")
 
 
 def hole(name: str) -> str:
@@ -47,14 +50,25 @@ def check_header(name: str, value: str) -> str:
     return value
 
 
-def _qp(text: str) -> bytes:
+def _qp_line(line: str) -> str:
+    """One line (UTF-8 octets as latin-1, no line break) as quoted-printable."""
     # Lines of 73: room for "=2E" (+2) and a hole's fencing soft break (+1) within
     # QP's 76 characters (78 octets with CRLF).
-    encoded = email.quoprimime.body_encode(text.encode("utf-8").decode("latin-1"),
-                                           maxlinelen=73, eol=_CRLF)
+    encoded = email.quoprimime.body_encode(line, maxlinelen=73, eol=_CRLF)
     # A line starting with "." would need dot-stuffing on the wire; "=2E" needs none.
-    encoded = re.sub(r"(?m)^\.", "=2E", encoded)
-    return encoded.encode("ascii")
+    return _LEADING_DOT.sub("=2E", encoded)
+
+
+# A template's lines recur from content to content (a digest's sections, the
+# layout around them): each is encoded once per process. Not for personal values.
+_qp_template_line = lru_cache(maxsize=8192)(_qp_line)
+
+
+def _qp(text: str, encode_line: Callable[[str], str] = _qp_line) -> bytes:
+    """Quoted-printable, encoded line by line as `body_encode` does: a line's
+    encoding does not depend on the other lines."""
+    octets = text.encode("utf-8").decode("latin-1")
+    return _CRLF.join(map(encode_line, _LINE_END.split(octets))).encode("ascii")
 
 
 def _qp_value(value: str) -> bytes:
@@ -76,7 +90,7 @@ def _compile(body: str) -> list[bytes | str]:
         if index % 2:
             compiled.append(piece)
         elif piece:
-            compiled.append(_qp(piece))
+            compiled.append(_qp(piece, _qp_template_line))
     return compiled
 
 

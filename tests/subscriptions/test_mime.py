@@ -18,6 +18,7 @@ from django.core.mail import EmailMultiAlternatives
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from subscriptions import mime
 from subscriptions.mime import HeaderInjection, MessageTemplate, hole
 
 DATE = "Thu, 01 Jan 2026 07:00:00 +0000"
@@ -202,3 +203,27 @@ def test_same_message_as_django_builds():
         mine, django_part = ours.get_body((kind,)), theirs.get_body((kind,))
         assert normalise(mine.get_content()) == normalise(django_part.get_content())
         assert mine.get_content_charset() == django_part.get_content_charset() == "utf-8"
+
+
+def body_encode_whole(text: str) -> bytes:
+    """The encoding of a whole body at once (as before lines were encoded and cached)."""
+    import email.quoprimime
+
+    encoded = email.quoprimime.body_encode(text.encode("utf-8").decode("latin-1"),
+                                           maxlinelen=73, eol="\r\n")
+    return re.sub(r"(?m)^\.", "=2E", encoded).encode("ascii")
+
+
+# Any text, with every line break Python knows (body_encode keeps only CR and LF).
+_any_lines = st.lists(st.one_of(
+    _awkward_lines, st.text(st.characters(blacklist_categories=("Cs",)), max_size=80),
+    st.sampled_from(["\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "…Å"]),
+), max_size=12).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_any_lines)
+def test_line_by_line_encoding_equals_encoding_the_whole_body(text):
+    assert mime._qp(text) == body_encode_whole(text)
+    assert mime._qp(text, mime._qp_template_line) == body_encode_whole(text)  # cached
+    assert mime._qp(text, mime._qp_template_line) == body_encode_whole(text)

@@ -1,0 +1,254 @@
+"""How a batch claims, skips and records its deliveries, and how many statements it takes.
+
+Outcomes with an ESP's message id (one per API call, or an MTA's per message)
+are recorded with one `UPDATE ... FROM (VALUES ...)`, whatever the number of
+distinct ids; these tests check that it writes exactly what the per-row
+updates wrote, on both databases, and count a digest batch's statements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from subscriptions import transports
+from subscriptions.edition_content import ViewKey
+from subscriptions.models import Delivery, Edition, Subscriber
+from subscriptions.services import deliveries, editions
+from subscriptions.transports import Result
+from tests.fake_esp import FakeMailgun
+from tests.subscriptions.factories import category, subscriber
+from tests.subscriptions.test_alerts import story
+from tests.subscriptions.test_digests import publish
+
+pytestmark = pytest.mark.django_db
+
+DUE = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 27, 7, 3, 4, 567_890, tzinfo=UTC)
+
+
+@pytest.fixture
+def no_enqueue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches run in this process, one call per range."""
+    monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: None)
+    monkeypatch.setattr(editions, "enqueue_batches", lambda edition, **kwargs: 0)
+
+
+@pytest.fixture
+def mailgun(settings, monkeypatch: pytest.MonkeyPatch, no_enqueue: None
+            ) -> Iterator[FakeMailgun]:
+    """Editions go out through anymail's real Mailgun backend, to the fake."""
+    with FakeMailgun() as fake:
+        settings.EMAIL_BACKEND = "anymail.backends.mailgun.EmailBackend"
+        settings.ANYMAIL = {
+            "MAILGUN_API_KEY": "key", "MAILGUN_SENDER_DOMAIN": "mg.example.com",
+            "MAILGUN_API_URL": fake.url, "REQUESTS_TIMEOUT": 2,
+        }
+        settings.EMAIL_TRANSPORT = "mailgun"
+        settings.NEWSROOM_SEND_RATE = 0
+        yield fake
+
+
+def digest_readers() -> Edition:
+    """A due digest whose readers follow every mix of four categories (15 contents),
+    two readers each: one API call, and one message id, per content."""
+    cats = [category(f"c{i}", name=f"Topic {i}", order=i) for i in range(4)]
+    for cat in cats:
+        publish(cat, f"News of {cat.name}", DUE - timedelta(hours=2))
+    for n in range(1, 5):
+        for combo in itertools.combinations(cats, n):
+            subscriber(categories=combo, digest_hour=7)
+            subscriber(categories=combo, digest_hour=7)
+    [edition] = editions.digests_schedule(now=DUE + timedelta(minutes=1))
+    editions.edition_dispatch(edition_id=edition.pk)
+    return edition
+
+
+def batches(edition: Edition) -> list[deliveries.BatchReport]:
+    return [deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+            for first, last in editions.batch_ranges(edition)]
+
+
+def test_an_esp_digest_records_each_readers_call_id_in_one_statement(mailgun, settings):
+    settings.NEWSROOM_BATCH_SIZE = 1000
+    edition = digest_readers()
+    with CaptureQueriesContext(connection) as queries:
+        [report] = batches(edition)
+
+    assert (report.claimed, report.sent, report.failed, report.skipped) == (30, 30, 0, 0)
+    assert mailgun.call_count == 15
+    call_id = {got.to: got.message_id for got in mailgun.received}
+    rows = Delivery.objects.filter(edition=edition).select_related("subscriber")
+    assert len({d.message_id for d in rows}) == 15
+    for d in rows:
+        assert (d.status, d.claim, d.last_error, d.attempts) == ("sent", None, "", 1)
+        assert d.message_id == call_id[d.subscriber.email]
+        assert d.sent_at is not None
+    assert len({d.sent_at for d in rows}) == 1
+
+    sql = [q["sql"] for q in queries.captured_queries]
+    assert sum("FROM (VALUES" in s for s in sql) == 1
+    assert not any("CASE WHEN" in s for s in sql)
+    # The edition; the claim; the claimed rows (with who left); follows; stories;
+    # the sent rows; progress; then edition_finish_if_complete: "anything left?",
+    # done, the edition again to log it.
+    assert len(sql) == 10, "\n".join(sql)
+
+
+def test_a_digest_batch_needs_no_category_query(mailgun):
+    """Sections take their category from the stories' join; a followed category
+    without stories still names the "view in browser" variant."""
+    world, quiet = category("world", order=1), category("quiet", order=2)
+    reader = subscriber("r@example.com", categories=[world, quiet], digest_hour=7)
+    publish(world, "Summit ends", DUE - timedelta(hours=2))
+    [edition] = editions.digests_schedule(now=DUE + timedelta(minutes=1))
+    editions.edition_dispatch(edition_id=edition.pk)
+    with CaptureQueriesContext(connection) as queries:
+        [report] = batches(edition)
+    assert report.sent == 1
+    assert not any('FROM "newsroom_category"' in q["sql"] for q in queries.captured_queries)
+
+    [got] = mailgun.received
+    token = got.text.split("/editions/", 1)[1].split("/", 1)[0]
+    window = Delivery.objects.get(subscriber=reader).window_start
+    assert ViewKey.from_token(token) == ViewKey(edition.pk, window, (world.pk, quiet.pk))
+
+
+@pytest.fixture
+def claimed() -> tuple[Edition, list[Delivery]]:
+    """Ten deliveries held by a batch, with an earlier message id and error."""
+    cat = category("policy")
+    edition = Edition.objects.create(key="alert:test", kind=Edition.Kind.ALERT,
+                                     scheduled_at=NOW, status=Edition.Status.SENDING)
+    claim = uuid.uuid4()
+    rows = [Delivery.objects.create(
+        edition=edition, subscriber=subscriber(f"r{i}@example.com", categories=[cat]),
+        status=Delivery.Status.SENDING, claim=claim, claimed_at=NOW, attempts=1,
+        message_id=f"<earlier-{i}>", last_error="421 try later",
+    ) for i in range(10)]
+    return edition, rows
+
+
+def test_recording_writes_each_outcome_exactly_as_before(claimed, monkeypatch):
+    monkeypatch.setattr(deliveries.timezone, "now", lambda: NOW)
+    edition, rows = claimed
+    plain, shared1, shared2, own, retry, failed, untouched, mta, own3, own4 = rows
+    report = deliveries.BatchReport()
+    deliveries._record_results(edition, [
+        Result(own3.pk, "sent", esp_message_id="<call-3@mg>"),
+        Result(own4.pk, "sent", esp_message_id="<call-4@mg>"),
+        Result(plain.pk, "sent"),
+        Result(shared1.pk, "sent", esp_message_id="<call-1@mg>"),
+        Result(shared2.pk, "sent", esp_message_id="<call-1@mg>"),
+        Result(own.pk, "sent", esp_message_id="<call-2@mg>"),
+        Result(mta.pk, "sent", esp_message_id="queued as 4XyZ; it's \"fine\""),
+        Result(retry.pk, "retry", "451 busy"),
+        Result(failed.pk, "failed", "550 no such user"),
+    ], report)
+
+    assert (report.sent, report.failed, report.retry) == (7, 1, [retry.pk])
+    got = {d.pk: d for d in Delivery.objects.all()}
+    sent_fields = ("sent", NOW, None, "")
+    # Without an id of its own a sent row keeps the message id it had.
+    for row, message_id in [(plain, "<earlier-0>"), (shared1, "<call-1@mg>"),
+                            (shared2, "<call-1@mg>"), (own, "<call-2@mg>"),
+                            (mta, "queued as 4XyZ; it's \"fine\""), (own3, "<call-3@mg>"),
+                            (own4, "<call-4@mg>")]:
+        d = got[row.pk]
+        assert (d.status, d.sent_at, d.claim, d.last_error) == sent_fields
+        assert (d.message_id, d.attempts, d.claimed_at) == (message_id, 1, NOW)
+    assert (got[retry.pk].status, got[retry.pk].claim, got[retry.pk].last_error) == (
+        "queued", None, "451 busy")
+    assert (got[failed.pk].status, got[failed.pk].claim, got[failed.pk].last_error) == (
+        "failed", None, "550 no such user")
+    assert (got[untouched.pk].status, got[untouched.pk].claim, got[untouched.pk].sent_at,
+            got[untouched.pk].message_id) == ("sending", untouched.claim, None, "<earlier-6>")
+
+
+def test_many_ids_are_recorded_in_statements_of_bounded_size(claimed, monkeypatch):
+    monkeypatch.setattr(deliveries, "_SENT_ROWS_PER_STATEMENT", 3)
+    edition, rows = claimed
+    results = [Result(d.pk, "sent", esp_message_id=f"<id-{d.pk}>") for d in rows]
+    with CaptureQueriesContext(connection) as queries:
+        deliveries._record_results(edition, results, deliveries.BatchReport())
+    assert len(queries.captured_queries) == 4  # 3 + 3 + 3 + 1 rows
+    assert {d.pk: d.message_id for d in Delivery.objects.all()} == {
+        d.pk: f"<id-{d.pk}>" for d in rows}
+    assert set(Delivery.objects.values_list("status", "claim", "last_error")) == {
+        ("sent", None, "")}
+
+
+def test_readers_who_left_since_the_dispatch_are_skipped_at_the_claim(smtp, no_enqueue):
+    cat = category("policy")
+    stays = subscriber("stays@example.com", categories=[cat])
+    leaves = subscriber("leaves@example.com", categories=[cat])
+    quiet = subscriber("quiet@example.com", categories=[cat])
+    edition = editions.edition_create_alert(story=story(cat), by=None)
+    editions.edition_dispatch(edition_id=edition.pk)
+    Subscriber.objects.filter(pk=leaves.pk).update(status=Subscriber.Status.UNSUBSCRIBED)
+    Subscriber.objects.filter(pk=quiet.pk).update(wants_alerts=False)
+
+    [report] = batches(edition)
+    assert (report.claimed, report.sent, report.skipped) == (1, 1, 2)
+    assert [m.rcpt_to for m in smtp.handler.messages] == [stays.email]
+    for sub in (leaves, quiet):
+        d = Delivery.objects.get(subscriber=sub)
+        assert (d.status, d.claim, d.last_error) == (
+            "skipped", None, "subscriber no longer wants it")
+    edition.refresh_from_db()
+    assert (edition.status, edition.sent, edition.skipped) == ("done", 1, 2)
+
+
+def test_message_ids_are_keyed_by_the_current_secret(settings):
+    def expected(key: str, domain: str) -> str:
+        mac = hmac.new(key.encode(), b"12.34", hashlib.sha256).hexdigest()[:12]
+        return f"<e12.s34.{mac}@{domain}>"
+
+    settings.DEFAULT_FROM_EMAIL = "Newsroom <news@news.example>"
+    assert deliveries._message_id(12, 34) == expected(settings.SECRET_KEY, "news.example")
+    assert deliveries._message_id(12, 34) == deliveries._message_id(12, 34)
+    settings.SECRET_KEY = "a-rotated-secret-key-for-this-test-only"
+    settings.DEFAULT_FROM_EMAIL = "news@other.example"
+    assert deliveries._message_id(12, 34) == expected(settings.SECRET_KEY, "other.example")
+
+
+def test_an_esp_without_ids_leaves_message_ids_alone(mailgun, monkeypatch):
+    """Sent rows without an id take the plain update (as over SMTP)."""
+    real = transports._send_esp_batches
+
+    def without_ids(*args, **kwargs):
+        return [Result(r.delivery_id, r.status, r.detail) for r in real(*args, **kwargs)]
+
+    monkeypatch.setattr(transports, "_send_esp_batches", without_ids)
+    cat = category("policy")
+    for i in range(3):
+        subscriber(f"r{i}@example.com", categories=[cat])
+    edition = editions.edition_create_alert(story=story(cat), by=None)
+    editions.edition_dispatch(edition_id=edition.pk)
+    with CaptureQueriesContext(connection) as queries:
+        [report] = batches(edition)
+    assert report.sent == 3
+    assert not any("FROM (VALUES" in q["sql"] for q in queries.captured_queries)
+    assert set(Delivery.objects.values_list("status", "message_id")) == {("sent", "")}
+
+
+def test_a_batch_reads_its_claimed_rows_within_its_id_range(mailgun):
+    """`claim` has no index: looked up alone, it would scan every delivery of every
+    edition, once per batch."""
+    edition = digest_readers()
+    [(first, last)] = editions.batch_ranges(edition)
+    with CaptureQueriesContext(connection) as queries:
+        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    by_claim = [q["sql"] for q in queries.captured_queries
+                if q["sql"].startswith("SELECT") and '"claim" =' in q["sql"]]
+    assert by_claim, "the claimed rows are read back by their claim"
+    for sql in by_claim:
+        assert '"id" >=' in sql and '"id" <=' in sql, sql

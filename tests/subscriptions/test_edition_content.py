@@ -1,0 +1,166 @@
+"""Digest contents composed from cached sections equal a whole-template render.
+
+`reference_digest` is the way a digest was rendered before sections were
+cached: the digest templates rendered whole, CSS inlined over the whole page.
+The composed digest must be byte-identical to it, for any mix of categories,
+windows and awkward text (markup characters, non-ASCII, no dek, long lists).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.conf import settings
+from django.core import signing
+from django.template.loader import render_to_string
+
+from newsroom.models import Category, Story
+from subscriptions import edition_content
+from subscriptions.edition_content import (
+    MAX_DIGEST_STORIES_PER_CATEGORY,
+    Content,
+    ViewKey,
+    digest_content,
+    story_summary,
+)
+from tests.subscriptions.factories import category
+
+pytestmark = pytest.mark.django_db
+
+END = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+
+
+def reference_digest(
+    edition_id: int, window_start: datetime | None, frequency: str, stories: Sequence[Story],
+    categories: Sequence[Category],
+) -> Content:
+    """The whole-template rendering (the implementation before sections were cached)."""
+    by_category: dict[int, list[Story]] = {}
+    for story in sorted(stories, key=lambda s: s.published_at, reverse=True):
+        by_category.setdefault(story.category_id, []).append(story)
+    sections = []
+    for cat in sorted(categories, key=lambda c: (c.order, c.name)):
+        picked = by_category.get(cat.pk, [])[:MAX_DIGEST_STORIES_PER_CATEGORY]
+        if picked:
+            sections.append((cat, [
+                {"headline": s.headline, "summary": story_summary(s),
+                 "url": settings.SITE_URL + s.get_absolute_url()}
+                for s in picked
+            ]))
+    included = tuple(s.pk for s in stories if s.category_id in {c.pk for c, _ in sections})
+    view = ViewKey(edition_id, window_start, tuple(sorted(c.pk for c in categories)))
+    context = {
+        "site_name": settings.NEWSROOM_NAME, "site_url": settings.SITE_URL,
+        "postal_address": settings.NEWSROOM_POSTAL_ADDRESS, "view_url": view.url(),
+        "sections": sections, "lead": sections[0][1][0],
+        "story_count": sum(len(items) for _, items in sections),
+        "frequency_label": "Weekly" if frequency == "weekly" else "Daily",
+    }
+    template = "subscriptions/editions/digest"
+    preheader = edition_content._preheader(
+        " · ".join(item["headline"] for _, items in sections for item in items))
+    context["preheader"] = preheader
+    subject = " ".join(render_to_string(f"{template}.subject.txt", context).split())
+    context["subject"] = subject
+    html = edition_content._inliner.inline(render_to_string(f"{template}.html", context))
+    text = render_to_string(f"{template}.txt", context)
+    return Content(subject=subject, preheader=preheader, text=text, html=html,
+                   list_key=f"digest.{frequency}", story_ids=included)
+
+
+def publish(cat: Category, headline: str, hours_ago: float, **fields) -> Story:
+    fields.setdefault("dek", f"What {headline.lower()} means.")
+    return Story.objects.create(
+        headline=headline, slug=f"s-{Story.objects.count() + 1}", category=cat,
+        body=fields.pop("body", f"{headline} in *detail*.\n\nA second paragraph & more."),
+        status=Story.Status.PUBLISHED, published_at=END - timedelta(hours=hours_ago), **fields,
+    )
+
+
+@pytest.fixture
+def newsdesk() -> list[Category]:
+    """Categories with awkward names and stories: markup characters, quotes, non-ASCII,
+    no dek, more stories than a section holds, and one category with no stories."""
+    world = category("world", name="World & Europe", order=1)
+    tech = category("tech", name="Tech <AI>", order=2)
+    sport = category("sport", name="Sport", order=2)  # same order: then by name
+    culture = category("culture", name='Culture "Kultur" — Ünïcödé', order=3)
+    quiet = category("quiet", name="Quiet", order=4)
+    publish(world, "Summit ends without a deal", 2)
+    publish(world, "Ministers' talks & the <veto>", 5, dek="")
+    publish(world, "Élection: résultats", 30)
+    for i in range(MAX_DIGEST_STORIES_PER_CATEGORY + 3):
+        publish(tech, f"Chip story {i}: 5 > 3 \"quoted\"", 1 + i)
+    publish(sport, "Final score", 3, dek="Late goal settles it — 2:1.")
+    publish(culture, "Museum reopens", 4, body="", dek="")
+    return [world, tech, sport, culture, quiet]
+
+
+def windows() -> list[datetime | None]:
+    return [END - timedelta(days=1), END - timedelta(hours=4), END - timedelta(days=7)]
+
+
+@pytest.fixture
+def frozen_signing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"View in browser" tokens carry a timestamp: the same second for both renders."""
+    monkeypatch.setattr(signing.time, "time", lambda: 1_790_000_000.0)
+
+
+def test_composed_digests_equal_whole_renders(newsdesk, frozen_signing):
+    stories = list(Story.objects.select_related("category"))
+    combos = [c for n in (1, 2, 3, 5) for c in itertools.combinations(newsdesk, n)]
+    checked = 0
+    for window_start, combo in itertools.product(windows(), combos):
+        picked = [s for s in stories
+                  if s.category in combo and s.published_at > window_start]
+        if not picked:
+            continue
+        for frequency in ("daily", "weekly"):
+            expected = reference_digest(7, window_start, frequency, picked, combo)
+            assert digest_content(7, window_start, frequency, picked, combo) == expected
+            checked += 1
+    assert checked > 100
+
+
+def test_each_section_is_rendered_once_however_many_digests_show_it(newsdesk, monkeypatch):
+    passes: list[str] = []
+    render_pass = edition_content._Loop.render_pass
+
+    def counted(loop, section):
+        passes.append(section[0].name)
+        return render_pass(loop, section)
+
+    monkeypatch.setattr(edition_content, "_layout", None)  # nothing cached yet
+    monkeypatch.setattr(edition_content._Loop, "render_pass", counted)
+    stories = list(Story.objects.select_related("category"))
+    with_news = [c for c in newsdesk if any(s.category == c for s in stories)]
+    window_start = END - timedelta(days=7)
+    for combo in itertools.chain.from_iterable(
+            itertools.combinations(newsdesk, n) for n in range(1, len(newsdesk) + 1)):
+        if set(combo) & set(with_news):
+            digest_content(7, window_start, "daily", stories, combo)
+    passes = [name for name in passes if "probe" not in name]
+    assert sorted(passes) == sorted(c.name for c in with_news for _template in ("html", "txt"))
+
+
+def test_a_story_edited_after_its_section_was_rendered_shows_the_edit(newsdesk, frozen_signing):
+    world = newsdesk[0]
+    window_start = END - timedelta(days=1)
+
+    def render() -> Content:
+        stories = list(Story.objects.filter(category=world).select_related("category"))
+        digest = digest_content(7, window_start, "daily", stories, [world])
+        assert digest == reference_digest(7, window_start, "daily", stories, [world])
+        return digest
+
+    assert "Summit ends without a deal" in render().html
+    # A queryset update leaves updated_at alone: the cache must not rely on it.
+    Story.objects.filter(headline="Summit ends without a deal").update(headline="Summit: a deal")
+    digest = render()
+    assert "Summit: a deal" in digest.text and "Summit ends" not in digest.html
+    Category.objects.filter(pk=world.pk).update(name="World")
+    world.refresh_from_db()
+    assert "WORLD\n" in render().text
