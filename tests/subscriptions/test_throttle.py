@@ -62,8 +62,8 @@ def test_rate_zero_means_no_throttle(transport, settings):
 def test_acquire_sleeps_for_the_reserved_wait(transport, monkeypatch):
     slept: list[float] = []
     monkeypatch.setattr(throttle.time, "sleep", slept.append)
-    assert throttle.throttle_acquire(1000, transport=transport, rate=RATE) == 0.0
-    with Clock() as clock:
+    with Clock() as clock:  # from the first reservation: the bucket refills from then
+        assert throttle.throttle_acquire(1000, transport=transport, rate=RATE) == 0.0
         waited = throttle.throttle_acquire(250, transport=transport, rate=RATE)
     clock.check(waited, 250 / RATE)
     assert slept == [waited]  # no sleep at all for the first, free batch
@@ -71,7 +71,6 @@ def test_acquire_sleeps_for_the_reserved_wait(transport, monkeypatch):
 
 def test_workers_share_one_bucket(transport):
     """Four workers reserve at once: their waits queue up behind each other."""
-    throttle.throttle_reserve(RATE, transport=transport, rate=RATE)  # empty the bucket
     start = threading.Barrier(4)
     waits: list[float] = []
 
@@ -80,6 +79,7 @@ def test_workers_share_one_bucket(transport):
         waits.append(throttle.throttle_reserve(250, transport=transport, rate=RATE))
 
     with Clock() as clock:
+        throttle.throttle_reserve(RATE, transport=transport, rate=RATE)  # empty the bucket
         threads = [threading.Thread(target=worker) for _ in range(4)]
         for thread in threads:
             thread.start()
@@ -92,9 +92,9 @@ def test_workers_share_one_bucket(transport):
 def test_transports_have_separate_buckets(transport):
     other = f"{transport}-other"
     try:
-        throttle.throttle_reserve(RATE, transport=transport, rate=RATE)
-        assert throttle.throttle_reserve(RATE, transport=other, rate=RATE) == 0.0
         with Clock() as clock:
+            throttle.throttle_reserve(RATE, transport=transport, rate=RATE)
+            assert throttle.throttle_reserve(RATE, transport=other, rate=RATE) == 0.0
             wait = throttle.throttle_reserve(100, transport=transport, rate=RATE)
         clock.check(wait, 100 / RATE)
     finally:
@@ -103,8 +103,8 @@ def test_transports_have_separate_buckets(transport):
 
 def test_the_configured_transport_names_the_bucket(transport, settings):
     settings.EMAIL_TRANSPORT = transport
-    throttle.throttle_reserve(RATE, rate=RATE)
     with Clock() as clock:
+        throttle.throttle_reserve(RATE, rate=RATE)
         wait = throttle.throttle_reserve(100, transport=transport, rate=RATE)
     clock.check(wait, 100 / RATE)
 
@@ -115,8 +115,8 @@ def test_an_idle_bucket_refills_only_to_one_second(transport):
     key = f"newsroom:throttle:{transport}"
     seconds, _micro = client.time()
     client.hset(key, mapping={"tokens": -5 * RATE, "stamp": seconds - 100})
-    assert throttle.throttle_reserve(RATE, transport=transport, rate=RATE) == 0.0
     with Clock() as clock:
+        assert throttle.throttle_reserve(RATE, transport=transport, rate=RATE) == 0.0
         wait = throttle.throttle_reserve(RATE, transport=transport, rate=RATE)
     clock.check(wait, 1.0)
     assert 0 < client.ttl(key) <= 3600  # idle buckets don't pile up in Redis
