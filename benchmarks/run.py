@@ -63,9 +63,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--alert-paragraphs", type=int, default=4,
                    help="length of the breaking story (sets the alert's message size)")
     p.add_argument("--no-ceiling", action="store_true", help="skip smtp-source")
-    p.add_argument("--whatif", default="",
-                   help="comma-separated proposed engine changes to try on the workers "
-                        "(benchmarks/whatif.py): esp-session, record-values")
     p.add_argument("--py-spy", metavar="BINARY",
                    help="profile every worker process with this py-spy (collapsed stacks "
                         "in <data folder>/profiles/, summarised by benchmarks/profile_summary.py)")
@@ -136,8 +133,6 @@ def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
     args, env, pop = ctx["args"], ctx["env"], ctx["pop"]
     sink, fake = ctx["sink"], ctx.get("fake")
     overrides = {"NEWSROOM_COUNT_QUERIES": "1"}
-    if args.whatif:
-        overrides["NEWSROOM_BENCH_WHATIF"] = args.whatif
     if transport == "smtp":
         overrides["EMAIL_URL"] = f"smtp://127.0.0.1:{sink.port}"
     else:
@@ -214,7 +209,7 @@ def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
     wall = t_done - t0
     first_sent_at, last_sent_at = sent_at_span(edition_ids)
     result = {
-        "scenario": kind, "transport": transport, "db": args.db, "whatif": args.whatif,
+        "scenario": kind, "transport": transport, "db": args.db,
         "subscribers": args.subscribers, "editions": len(edition_ids),
         "expected": len(expected), "messages": messages, "finished": finished,
         "wall_s": round(wall, 3), "msg_per_s": round(messages / wall, 1) if wall else None,
