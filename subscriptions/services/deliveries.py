@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 import uuid
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core.mail import get_connection
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -183,8 +184,29 @@ def deliveries_send(*, edition_id: int, first_id: int, last_id: int) -> BatchRep
         report.claimed = len(rows)
         if rows:
             _send_claimed(edition, rows, report)
-    _record_progress(edition, report)
+    _retrying_db(_record_progress, edition, report)
     return report
+
+
+# Once a batch is handed over, its outcomes exist only in this process: a
+# database blip (a PostgreSQL restart or failover, a locked SQLite) must not
+# lose them, or the batch's rows stay claimed and are sent again when
+# editions_reconcile releases them. So recording retries, reconnecting, for
+# about 15 s before the task gives up. Both steps are safe to repeat.
+RECORD_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _retrying_db(step, *args) -> None:
+    for delay in (*RECORD_RETRY_DELAYS, None):
+        try:
+            step(*args)
+            return
+        except (OperationalError, InterfaceError) as exc:
+            if delay is None:
+                raise
+            logger.warning("recording a batch failed (%s); retrying in %s s", exc, delay)
+            connection.close()  # a broken connection is replaced on the next query
+            time.sleep(delay)
 
 
 @dataclass
@@ -264,7 +286,7 @@ def _send_claimed(edition: Edition, rows: list[tuple], report: BatchReport) -> N
                 recipients=recipients, esp_content=_esp_content(content),
                 render=lambda r, template=template: _render(template, r, date),
             )
-    _record_results(edition, results, report)
+    _retrying_db(_record_results, edition, results, report)
 
 
 def _esp_content(content: Content):

@@ -252,3 +252,47 @@ def test_a_batch_reads_its_claimed_rows_within_its_id_range(mailgun):
     assert by_claim, "the claimed rows are read back by their claim"
     for sql in by_claim:
         assert '"id" >=' in sql and '"id" <=' in sql, sql
+
+
+def _flaky_recording(monkeypatch: pytest.MonkeyPatch, failures: int) -> None:
+    """The database fails the first `failures` attempts to record, as across a
+    PostgreSQL restart; the messages were handed over already."""
+    from django.db import OperationalError
+
+    original = deliveries._record_results
+    left = [failures]
+
+    def record(*args):
+        if left[0]:
+            left[0] -= 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return original(*args)
+
+    monkeypatch.setattr(deliveries, "_record_results", record)
+    monkeypatch.setattr(deliveries, "RECORD_RETRY_DELAYS", (0.0, 0.0, 0.0))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_blip_after_the_hand_over_sends_nobody_twice(mailgun, monkeypatch):
+    edition = digest_readers()
+    _flaky_recording(monkeypatch, failures=2)
+    batches(edition)
+    edition.refresh_from_db()
+    assert set(Delivery.objects.filter(edition=edition).values_list("status", flat=True)) == {
+        Delivery.Status.SENT}
+    copies = [d.to for d in mailgun.received]
+    assert len(copies) == len(set(copies)) == 30 == edition.sent
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_that_stays_down_fails_the_task_with_the_rows_held(mailgun, monkeypatch):
+    """Then the task's retry finds them claimed, and editions_reconcile releases
+    them after NEWSROOM_CLAIM_TIMEOUT: sent again, counted in `requeued`."""
+    from django.db import OperationalError
+
+    edition = digest_readers()
+    _flaky_recording(monkeypatch, failures=99)
+    with pytest.raises(OperationalError):
+        batches(edition)
+    assert set(Delivery.objects.filter(edition=edition).values_list("status", flat=True)) == {
+        Delivery.Status.SENDING}
