@@ -359,3 +359,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: benchmarks make many thousands of calls."""
+
+
+def send_editions_through(settings, fake: FakeMailgun) -> None:
+    """Editions go out through anymail's real Mailgun backend, to `fake`, unthrottled."""
+    settings.EMAIL_BACKEND = "anymail.backends.mailgun.EmailBackend"
+    settings.ANYMAIL = {
+        "MAILGUN_API_KEY": "key", "MAILGUN_SENDER_DOMAIN": "mg.example.com",
+        "MAILGUN_API_URL": fake.url, "REQUESTS_TIMEOUT": 2,
+    }
+    settings.EMAIL_TRANSPORT = "mailgun"
+    settings.NEWSROOM_SEND_RATE = 0

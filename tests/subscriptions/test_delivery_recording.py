@@ -24,7 +24,7 @@ from subscriptions.edition_content import ViewKey
 from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.services import deliveries, editions
 from subscriptions.transports import Result
-from tests.fake_esp import FakeMailgun
+from tests.fake_esp import FakeMailgun, send_editions_through
 from tests.subscriptions.factories import category, subscriber
 from tests.subscriptions.test_alerts import story
 from tests.subscriptions.test_digests import publish
@@ -47,13 +47,7 @@ def mailgun(settings, monkeypatch: pytest.MonkeyPatch, no_enqueue: None
             ) -> Iterator[FakeMailgun]:
     """Editions go out through anymail's real Mailgun backend, to the fake."""
     with FakeMailgun() as fake:
-        settings.EMAIL_BACKEND = "anymail.backends.mailgun.EmailBackend"
-        settings.ANYMAIL = {
-            "MAILGUN_API_KEY": "key", "MAILGUN_SENDER_DOMAIN": "mg.example.com",
-            "MAILGUN_API_URL": fake.url, "REQUESTS_TIMEOUT": 2,
-        }
-        settings.EMAIL_TRANSPORT = "mailgun"
-        settings.NEWSROOM_SEND_RATE = 0
+        send_editions_through(settings, fake)
         yield fake
 
 

@@ -23,7 +23,7 @@ from subscriptions import transports
 from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.services import deliveries, editions
 from subscriptions.tokens import Purpose, token_read
-from tests.fake_esp import FakeMailgun
+from tests.fake_esp import FakeMailgun, send_editions_through
 from tests.subscriptions.factories import category, subscriber
 from tests.subscriptions.test_alerts import send_all, story
 
@@ -50,13 +50,7 @@ def fake() -> Iterator[FakeMailgun]:
 def mailgun(fake: FakeMailgun, settings, monkeypatch: pytest.MonkeyPatch,
             no_enqueue: None) -> FakeMailgun:
     """Editions go out through anymail's real Mailgun backend, to the fake."""
-    settings.EMAIL_BACKEND = "anymail.backends.mailgun.EmailBackend"
-    settings.ANYMAIL = {
-        "MAILGUN_API_KEY": "key", "MAILGUN_SENDER_DOMAIN": "mg.example.com",
-        "MAILGUN_API_URL": fake.url, "REQUESTS_TIMEOUT": 2,
-    }
-    settings.EMAIL_TRANSPORT = "mailgun"
-    settings.NEWSROOM_SEND_RATE = 0
+    send_editions_through(settings, fake)
     monkeypatch.setitem(transports.ESP_MERGE, "mailgun", ("%recipient.{}%", LIMIT))
     return fake
 
