@@ -238,7 +238,8 @@ def edition_dispatch(*, edition_id: int) -> int:
     Two steps, so that the first messages do not wait for the whole audience to
     be inserted (a second or more on PostgreSQL for a large one):
     1. take the planned edition (a conditional update, so dispatch runs once),
-       write its first FIRST_BATCHES batches of rows, commit, enqueue them;
+       write its first FIRST_BATCHES batches of rows (a digest: all of them),
+       commit, enqueue them;
     2. edition_dispatch_complete: write the rest, mark it dispatched, enqueue
        the rest's batches.
     A run that finds the edition taken but not dispatched (this task delivered
@@ -267,13 +268,17 @@ def edition_dispatch(*, edition_id: int) -> int:
         ):
             return 0
         recipients, window = _recipients(edition)
-        limit = FIRST_BATCHES * settings.NEWSROOM_BATCH_SIZE
+        # A digest's audience is sorted by window and topics: its first rows cost
+        # as much to select as all of them, and a digest has no second to win.
+        # It is written whole here; step 2 then only marks it dispatched.
+        limit = (FIRST_BATCHES * settings.NEWSROOM_BATCH_SIZE
+                 if edition.kind == Edition.Kind.ALERT else None)
         first = _insert_deliveries(edition, recipients, window=window, limit=limit)
         last_id = Delivery.objects.filter(edition=edition).aggregate(last=Max("id"))["last"]
     _log_state(edition, "sending", first=first)
     enqueue_batches(edition)  # every queued row is in the first batches
     return edition_dispatch_complete(
-        edition=edition, after_id=last_id or 0, rest=first >= limit,
+        edition=edition, after_id=last_id or 0, rest=limit is not None and first >= limit,
     ) or 0
 
 
