@@ -32,11 +32,14 @@ from newsroom import services
 from newsroom.models import Category, Operations, Source, Story
 from newsroom.ops.views import OperationsAdmin
 from newsroom.rendering import render_html
+from subscriptions.edition_content import ContentError
 from subscriptions.models import Edition
 from subscriptions.services.editions import (
     AlertAlreadySent,
     EditionError,
     alert_audience,
+    alert_preview,
+    alerts_unfinished,
     edition_create_alert,
 )
 
@@ -149,12 +152,17 @@ class StoryAdmin(admin.ModelAdmin):
 
     @admin.action(permissions=["publish"], description="Unpublish selected stories")
     def unpublish(self, request: HttpRequest, queryset: QuerySet[Story]) -> HttpResponse | None:
+        """The confirmation asks whether an unfinished alert of these stories stops
+        too (ticked: its readers not reached yet would get a link to a gone page)."""
+        withdraw = (request.POST.get("withdraw_alerts") == "yes"
+                    or not request.POST.get("withdraw_alerts_offered"))
         return self._change_status(
             request,
             queryset,
             action="unpublish",
             pending=Story.Status.PUBLISHED,
-            transition=lambda story: services.story_unpublish(story=story, by=request.user),
+            transition=lambda story: services.story_unpublish(
+                story=story, by=request.user, withdraw_alerts=withdraw),
             done="Unpublished",
             unchanged="not published",
         )
@@ -193,6 +201,8 @@ class StoryAdmin(admin.ModelAdmin):
             self.message_user(request, message, messages.SUCCESS if changed else messages.WARNING)
             return then(changed) if then is not None else None  # None: back to the list
 
+        unfinished = (alerts_unfinished(story_ids=[story.pk for story in stories])
+                      if action == "unpublish" else {})
         context = {
             **self.admin_site.each_context(request),
             "title": f"{action.capitalize()} {model_ngettext(self.opts, len(stories))}",
@@ -208,6 +218,12 @@ class StoryAdmin(admin.ModelAdmin):
             "breaking": [
                 story for story in stories
                 if action == "publish" and story.status == pending and story.breaking
+            ],
+            # Unpublishing these stops their alerts unless the editor says otherwise.
+            "alerts": [
+                (story, edition) for story in stories
+                if action == "unpublish" and story.status == pending
+                and (edition := unfinished.get(story.pk)) is not None
             ],
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": self.media,
@@ -355,7 +371,15 @@ class StoryAdmin(admin.ModelAdmin):
                               messages.ERROR)
             return HttpResponseRedirect(self._story_url(story))
 
+        try:
+            preview, problem = alert_preview(story=story), None
+        except ContentError as exc:
+            preview, problem = None, str(exc)
         if request.method == "POST" and request.POST.get("post") == "yes":
+            if problem:  # the page said so; a stale page or a crafted POST gets it again
+                self.message_user(request, f"No alert for “{story.headline}”: it cannot be "
+                                  f"sent as it is: {problem}.", messages.ERROR)
+                return HttpResponseRedirect(self._alert_url(story))
             try:
                 edition = edition_create_alert(story=story, by=request.user)
             except AlertAlreadySent as exc:  # another editor, or a double click, won
@@ -383,6 +407,8 @@ class StoryAdmin(admin.ModelAdmin):
             "story": story,
             "category": story.category,
             "audience": alert_audience(category_id=story.category_id).count(),
+            "preview": preview,
+            "problem": problem,
             "story_url": self._story_url(story),
             "media": self.media,
         }

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,19 +50,41 @@ class OutboxBackend(BaseEmailBackend):
             outcomes.append(Outcome(envelope.key, 250, "written to the outbox", "end"))
         return outcomes
 
+    @contextmanager
+    def prebuilt_session(self) -> Iterator[None]:
+        """Nothing to hold open between calls; here for the SMTP backend's sake."""
+        yield
+
 
 class SMTPBackend(DjangoSMTPBackend):
     """Django's SMTP backend, plus a pipelined road for prebuilt list mail.
 
     Ordinary messages (confirmations, admin mail) go through Django's code;
-    editions call `send_prebuilt`, one pipelined session per batch.
+    editions call `send_prebuilt`, a batch's calls within one `prebuilt_session`
+    (one pipelined SMTP session, reopened if it breaks).
     """
 
-    def send_prebuilt(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
-        connection = PipeliningConnection(
+    _pipe: PipeliningConnection | None = None
+
+    def _new_pipe(self) -> PipeliningConnection:
+        return PipeliningConnection(
             self.host, self.port, username=self.username or "", password=self.password or "",
             use_tls=self.use_tls, use_ssl=self.use_ssl, timeout=self.timeout,
             ssl_context=self.ssl_context if (self.use_tls or self.use_ssl) else None,
         )
-        with connection:
+
+    @contextmanager
+    def prebuilt_session(self) -> Iterator[None]:
+        """Keep one session for every `send_prebuilt` call made inside."""
+        self._pipe = self._new_pipe()
+        try:
+            yield
+        finally:
+            pipe, self._pipe = self._pipe, None
+            pipe.close()
+
+    def send_prebuilt(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+        if self._pipe is not None:
+            return self._pipe.send(envelopes)  # opens it first, or again after a failure
+        with self._new_pipe() as connection:
             return connection.send(envelopes)

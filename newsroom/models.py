@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -55,6 +55,10 @@ class Story(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    revision = models.PositiveIntegerField(
+        default=1, editable=False,
+        help_text="Goes up by one at every save: mail built from an older revision is stale.",
+    )
     last_editor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
@@ -76,6 +80,18 @@ class Story(models.Model):
 
     def __str__(self) -> str:
         return self.headline
+
+    def save(self, *args, **kwargs) -> None:
+        """A save of an existing story is a new revision, counted in the database
+        (F + 1), so two editors saving at once make two revisions, never one."""
+        if self.pk is None or self._state.adding:
+            super().save(*args, **kwargs)
+            return
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "revision"}
+        self.revision = F("revision") + 1  # type: ignore[assignment]
+        super().save(*args, **kwargs)
+        self.refresh_from_db(fields=["revision"])
 
     def get_absolute_url(self) -> str:
         return reverse("newsroom:story", args=[self.slug])

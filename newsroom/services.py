@@ -65,10 +65,14 @@ def story_publish(
     return bool(changed)
 
 
-def story_unpublish(*, story: Story, by: AbstractBaseUser | None) -> bool:
+def story_unpublish(
+    *, story: Story, by: AbstractBaseUser | None, withdraw_alerts: bool = True
+) -> bool:
     """Take a story back to draft; return False if it was not published.
 
     Its publication time is kept, so publishing it again restores its place.
+    With `withdraw_alerts` (the default) its alert stops for the readers it has
+    not reached yet (a receiver of story_unpublished does it).
     """
     with transaction.atomic():
         changed = Story.objects.filter(pk=story.pk, status=Story.Status.PUBLISHED).update(
@@ -76,7 +80,8 @@ def story_unpublish(*, story: Story, by: AbstractBaseUser | None) -> bool:
         )
         story.refresh_from_db(fields=_REFRESHED_FIELDS)
         if changed:
-            transaction.on_commit(partial(_announce, story_unpublished, story_id=story.pk))
+            transaction.on_commit(partial(_announce, story_unpublished, story_id=story.pk,
+                                          withdraw_alerts=withdraw_alerts))
     return bool(changed)
 
 

@@ -12,5 +12,6 @@ from django.dispatch import Signal
 # future: the story is then scheduled, and goes live at that moment).
 story_published = Signal()
 
-# kwargs: story_id: int. Lets a receiver withdraw an alert it has not sent yet.
+# kwargs: story_id: int, withdraw_alerts: bool (the editor's choice, default True):
+# the delivery side cancels the story's alert that has not reached everyone yet.
 story_unpublished = Signal()

@@ -49,6 +49,7 @@ from django.utils.timesince import timeuntil
 from newsroom.admin_mixins import ReadOnlyAdminMixin
 from newsroom.models import Category
 from newsroom.ops.samples import edition_rate_chart
+from subscriptions.edition_content import ContentError
 from subscriptions.models import (
     ConsentRecord,
     Delivery,
@@ -59,6 +60,7 @@ from subscriptions.models import (
 )
 from subscriptions.services.deliveries import edition_render_for, edition_send_test
 from subscriptions.services.editions import (
+    EditionError,
     alert_audience,
     edition_cancel,
     edition_pause,
@@ -427,6 +429,8 @@ def _retry_problem(edition: Edition) -> str | None:
     if problem := _not_in(Edition.Status.SENDING, Edition.Status.DONE,
                           Edition.Status.FAILED)(edition):
         return problem
+    if edition.status == Edition.Status.FAILED:  # stopped as a whole: it goes on
+        return None
     return None if edition.failed else "it has no failed deliveries"
 
 
@@ -447,7 +451,10 @@ def _cancel(edition: Edition) -> str | None:
 
 
 def _retry(edition: Edition) -> str | None:
+    was_failed = edition.status == Edition.Status.FAILED
     count = edition_retry_failed(edition=edition)
+    if was_failed:
+        return f"sending again ({count} failed deliveries queued again)"
     return f"{count} failed deliveries queued again" if count else None
 
 
@@ -470,9 +477,10 @@ STEERS: dict[str, _Steer] = {
         _cancel,
     ),
     "retry": _Steer(
-        "Retry failed deliveries",
-        "Failed deliveries are queued again with fresh attempts. Fix what made them fail "
-        "first (a mail server refusing, a wrong setting), or they fail again.",
+        "Retry",
+        "A failed edition sends again, its content checked first; failed deliveries are "
+        "queued again with fresh attempts. Fix what made them fail first (the story, a mail "
+        "server refusing, a wrong setting), or they fail again.",
         _retry_problem, _retry,
     ),
 }
@@ -667,7 +675,11 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return steer
 
     def _steer_one(self, request: HttpRequest, spec: _Steer, edition: Edition) -> bool:
-        outcome = spec.run(edition)
+        try:
+            outcome = spec.run(edition)
+        except EditionError as exc:  # e.g. a retry whose story still cannot be sent
+            self.message_user(request, f"{spec.verb}: {edition}: {exc}", messages.ERROR)
+            return False
         if outcome is None:  # its status changed between the page and the click
             self.message_user(request, f"{spec.verb}: {edition} changed meanwhile; nothing done.",
                               messages.WARNING)
@@ -754,6 +766,9 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                    reader: Subscriber | None, change_url: str) -> HttpResponse:
         try:
             sent = edition_send_test(edition=edition, to=to, as_subscriber=reader)
+        except ContentError as exc:
+            self.message_user(request, f"No test sent: {exc}.", messages.ERROR)
+            return HttpResponseRedirect(change_url)
         except (OSError, AnymailError) as exc:  # smtplib errors are OSErrors
             logger.exception("test send failed", extra={"edition_id": edition.pk})
             sent, reason = False, f" ({exc})"
@@ -796,7 +811,11 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 .filter(pk=subscriber.pk).exists()):
             return {"subscriber": subscriber, "nothing": "is not in this alert's audience "
                     "(active, following its category, with breaking alerts on)."}
-        raw = edition_render_for(edition=edition, subscriber=subscriber)
+        try:
+            raw = edition_render_for(edition=edition, subscriber=subscriber)
+        except ContentError as exc:
+            return {"subscriber": subscriber, "delivery": delivery,
+                    "nothing": f"cannot be shown this edition: {exc}."}
         if raw is None:
             return {"subscriber": subscriber, "delivery": delivery,
                     "nothing": "gets nothing from this digest: no new stories in their topics."}

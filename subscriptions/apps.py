@@ -9,6 +9,9 @@ class SubscriptionsConfig(AppConfig):
     def ready(self) -> None:
         from anymail.signals import tracking
 
-        from subscriptions.receivers import tracking_event_received
+        from newsroom.signals import story_unpublished
+        from subscriptions.receivers import story_unpublished_received, tracking_event_received
 
         tracking.connect(tracking_event_received, dispatch_uid="subscriptions.tracking")
+        story_unpublished.connect(story_unpublished_received,
+                                  dispatch_uid="subscriptions.story_unpublished")

@@ -4,9 +4,15 @@ An alert has one content. A digest has one per distinct (window, categories)
 combination among its recipients: a few hundred at most, however many
 subscribers. Each content is rendered from the stories' cached HTML into
 subject, text and CSS-inlined HTML with holes (see `mime.hole`) for the few
-per-recipient values, and kept in a small per-process cache. A digest's
-sections (a category's stories) recur across its contents: each is rendered
-once per process and spliced into the frames of the contents that show it.
+per-recipient values. Callers cache contents under `alert_key`/`digest_key`,
+which name everything a content is made of (each story's revision among it),
+so a correction saved mid-send reaches the next batch. A digest's sections (a
+category's stories) recur across its contents: each is rendered once per
+process and spliced into the frames of the contents that show it.
+
+What cannot be sent (HTML over the size limit, a template that fails) raises
+`ContentError` with the reason in words: the confirm page shows it, and a send
+that meets it stops and says so (services.editions.edition_fail).
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 
 import css_inline
 from django.conf import settings
@@ -31,6 +36,7 @@ from django.utils.text import Truncator
 
 from newsroom.models import Category, Story
 from newsroom.rendering import html_to_text
+from subscriptions.mime import hole
 
 # Gmail clips messages whose HTML passes ~102 KB and hides the footer with the
 # unsubscribe link; keep well below.
@@ -38,6 +44,13 @@ MAX_HTML_BYTES = 100_000
 MAX_DIGEST_STORIES_PER_CATEGORY = 12
 _VIEW_SALT = "newsroom.subscriptions.view-edition"
 _inliner = css_inline.CSSInliner(keep_at_rules=True)
+# The per-recipient values every edition template may use, as `{{ hole.<name> }}`.
+PERSONAL_VALUES = ("email", "unsubscribe_url", "manage_url")
+_HOLES = {name: hole(name) for name in PERSONAL_VALUES}
+
+
+class ContentError(ValueError):
+    """This content cannot be sent as it is; the message says why, for an editor."""
 
 
 @dataclass(frozen=True)
@@ -86,30 +99,58 @@ def _base_context(view: ViewKey) -> dict:
         "site_url": settings.SITE_URL,
         "postal_address": settings.NEWSROOM_POSTAL_ADDRESS,
         "view_url": view.url(),
+        "hole": _HOLES,
     }
 
 
 def _finish(template: str, context: dict, *, list_key: str, story_ids: tuple[int, ...],
             preheader: str) -> Content:
     context["preheader"] = preheader
-    subject = " ".join(render_to_string(f"{template}.subject.txt", context).split())
-    context["subject"] = subject
-    html = _inliner.inline(render_to_string(f"{template}.html", context))
-    if len(html.encode()) > MAX_HTML_BYTES:
-        raise ValueError(f"{template} HTML is {len(html.encode())} bytes, over {MAX_HTML_BYTES}")
-    text = render_to_string(f"{template}.txt", context)
+    try:
+        subject = " ".join(render_to_string(f"{template}.subject.txt", context).split())
+        context["subject"] = subject
+        html = _inliner.inline(render_to_string(f"{template}.html", context))
+        text = render_to_string(f"{template}.txt", context)
+    except Exception as exc:  # a template or inliner failure: no retry will cure it
+        raise ContentError(f"the message could not be built: {exc!r}"[:480]) from exc
+    _check_size(html)
     return Content(subject=subject, preheader=preheader, text=text, html=html,
                    list_key=list_key, story_ids=story_ids)
+
+
+def _check_size(html: str) -> None:
+    size = len(html.encode())
+    if size > MAX_HTML_BYTES:
+        raise ContentError(
+            f"the message's HTML is {size / 1000:.0f} KB, over the {MAX_HTML_BYTES // 1000} KB "
+            "that mail programs show before clipping it (and its unsubscribe link): "
+            "shorten the story"
+        )
 
 
 def _preheader(text: str) -> str:
     return Truncator(" ".join(text.split())).chars(100)
 
 
-@lru_cache(maxsize=64)
-def alert_content(edition_id: int, story_id: int, updated_at: datetime) -> Content:
-    """The alert for one story (cached per story version)."""
-    story = Story.objects.select_related("category").get(pk=story_id)
+# What a shared copy (the browser view, an editor's preview) shows for a reader's values.
+_GENERIC = {"email": "a reader", "manage_url": "/subscribe/", "unsubscribe_url": "/subscribe/"}
+
+
+def fill_generic(text: str) -> str:
+    """`text` with its holes filled by values that belong to no reader."""
+    for name, value in _GENERIC.items():
+        text = text.replace(hole(name), value)
+    return text
+
+
+def alert_key(story: Story) -> tuple:
+    """Everything an alert's content is made of: equal keys, equal contents."""
+    return ("alert", story.pk, story.revision, story.updated_at, story.category.name,
+            story.category.slug, settings.SITE_URL)
+
+
+def alert_content(edition_id: int, story: Story) -> Content:
+    """The alert for one story (with its category loaded), as it is now."""
     context = _base_context(ViewKey(edition_id))
     context.update(
         story=story,
@@ -121,6 +162,15 @@ def alert_content(edition_id: int, story_id: int, updated_at: datetime) -> Conte
         "subscriptions/editions/alert", context, list_key=f"alerts.{story.category.slug}",
         story_ids=(story.pk,), preheader=_preheader(story.dek or story.body_text),
     )
+
+
+def digest_key(window_start: datetime | None, stories: Sequence[Story],
+               categories: Sequence[Category]) -> tuple:
+    """Everything one digest content is made of (the stories' revisions among it)."""
+    return ("digest", window_start, tuple(sorted(c.pk for c in categories)),
+            tuple(sorted((s.pk, s.revision, s.updated_at) for s in stories)),
+            tuple(sorted((c.pk, c.name, c.order) for c in categories if c.name)),
+            settings.SITE_URL)
 
 
 def story_summary(story: Story) -> str:
@@ -154,12 +204,15 @@ def digest_content(
         frequency_label="Weekly" if frequency == "weekly" else "Daily",
         preheader=_preheader(" · ".join(headlines)),
     )
-    context["subject"] = " ".join(render_to_string(f"{_DIGEST}.subject.txt", context).split())
-    html_head, html_tail = _inline_apart(*layout.html.cut(context))
+    try:
+        context["subject"] = " ".join(
+            render_to_string(f"{_DIGEST}.subject.txt", context).split())
+        html_head, html_tail = _inline_apart(*layout.html.cut(context))
+        text_head, text_tail = layout.text.cut(context)
+    except Exception as exc:  # a template or inliner failure: no retry will cure it
+        raise ContentError(f"the digest could not be built: {exc!r}"[:480]) from exc
     html = html_head + "".join(section.html for _c, section in shown) + html_tail
-    if len(html.encode()) > MAX_HTML_BYTES:
-        raise ValueError(f"{_DIGEST} HTML is {len(html.encode())} bytes, over {MAX_HTML_BYTES}")
-    text_head, text_tail = layout.text.cut(context)
+    _check_size(html)
     shown_ids = {category.pk for category, _section in shown}
     return Content(
         subject=context["subject"], preheader=context["preheader"], html=html,

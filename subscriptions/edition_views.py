@@ -11,10 +11,6 @@ from subscriptions import edition_content
 from subscriptions.edition_content import ViewKey
 from subscriptions.models import Edition
 
-# The holes a reader's copy fills with their own links; a shared page points to sign-up.
-_GENERIC = {"@@email@@": "a reader", "@@manage_url@@": "/subscribe/",
-            "@@unsubscribe_url@@": "/subscribe/"}
-
 
 @cache_control(public=True, max_age=300)
 def edition_view(request: HttpRequest, token: str) -> HttpResponse:
@@ -27,7 +23,11 @@ def edition_view(request: HttpRequest, token: str) -> HttpResponse:
         raise Http404("No such edition.")
     if edition.kind == Edition.Kind.ALERT:
         story = edition.stories.get()
-        content = edition_content.alert_content(edition.pk, story.pk, story.updated_at)
+        story = Story.objects.select_related("category").get(pk=story.pk)
+        try:
+            content = edition_content.alert_content(edition.pk, story)
+        except edition_content.ContentError:
+            raise Http404("This alert can no longer be shown.") from None
     else:
         categories = list(Category.objects.filter(pk__in=key.category_ids))
         stories = list(Story.objects.filter(
@@ -36,12 +36,13 @@ def edition_view(request: HttpRequest, token: str) -> HttpResponse:
         ).select_related("category"))
         if not stories:
             raise Http404("This digest can no longer be shown.")
-        content = edition_content.digest_content(
-            edition.pk, key.window_start, edition.frequency, stories, categories
-        )
-    html = content.html
-    for marker, generic in _GENERIC.items():
-        html = html.replace(marker, generic)
-    response = HttpResponse(html)
+        try:
+            content = edition_content.digest_content(
+                edition.pk, key.window_start, edition.frequency, stories, categories
+            )
+        except edition_content.ContentError:
+            raise Http404("This digest can no longer be shown.") from None
+    # A reader's own links become the sign-up page's: the page is shared.
+    response = HttpResponse(edition_content.fill_generic(content.html))
     response["X-Robots-Tag"] = "noindex"
     return response

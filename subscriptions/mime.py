@@ -18,14 +18,19 @@ from __future__ import annotations
 
 import email.quoprimime
 import re
+import secrets
 import uuid
 from collections.abc import Callable, Mapping
 from email.header import Header
 from email.utils import formataddr, parseaddr
 from functools import lru_cache
 
-# A hole in a template body: @@name@@ (survives Django's autoescaping and CSS inlining).
-HOLE = re.compile(r"@@([a-z_]+)@@")
+# A hole in a template body: @@<nonce>.name@@, which survives Django's autoescaping and
+# CSS inlining. The nonce is drawn afresh by each process and never leaves it (every
+# hole is filled before a message goes out), so no story text can spell a hole: a
+# headline holding "@@email@@", or anything else, reaches the reader as written.
+HOLE_NONCE = secrets.token_hex(8)
+HOLE = re.compile(rf"@@{HOLE_NONCE}\.([a-z_]+)@@")
 _SAFE_VALUE = re.compile(r"[!-<>-~]*")  # printable ASCII but '=' and space: QP-literal
 _SOFT_BREAK = b"=\r\n"
 _CRLF = "\r\n"
@@ -35,7 +40,7 @@ _LEADING_DOT = re.compile(r"(?m)^\.")
 
 def hole(name: str) -> str:
     """The marker to put into a template body where `name`'s value goes."""
-    return f"@@{name}@@"
+    return f"@@{HOLE_NONCE}.{name}@@"
 
 
 class HeaderInjection(ValueError):

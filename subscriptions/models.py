@@ -277,6 +277,10 @@ class Delivery(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     message_id = models.CharField(max_length=255, blank=True, help_text="The ESP's message id.")
     last_error = models.CharField(max_length=500, blank=True)
+    revision = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Alerts: the story revision this reader was sent (written with the outcome).",
+    )
 
     class Meta:
         verbose_name_plural = "deliveries"

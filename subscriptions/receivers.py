@@ -1,4 +1,5 @@
-"""Signal receivers: the anymail tracking webhook hands events to a task.
+"""Signal receivers: the anymail tracking webhook hands events to a task; an
+unpublished story withdraws its alert.
 
 The receiver runs inside the ESP's webhook request, so it only filters and
 enqueues; an error here (the broker is down) becomes a 500, which makes the
@@ -12,6 +13,7 @@ from typing import Any
 
 from anymail.signals import AnymailTrackingEvent
 
+from subscriptions.services.editions import alerts_withdraw
 from subscriptions.services.tracking import HANDLED_TYPES, event_payload
 
 logger = logging.getLogger(__name__)
@@ -25,3 +27,11 @@ def tracking_event_received(
     from subscriptions.tasks import tracking_event_process
 
     tracking_event_process.delay_on_commit(**event_payload(event, esp_name))
+
+
+def story_unpublished_received(sender: Any, story_id: int, withdraw_alerts: bool = True,
+                               **kwargs: Any) -> None:
+    """Cancel the story's unfinished alert, unless the editor chose to let it go on
+    (the readers still waiting would get a link to a page that is gone)."""
+    if withdraw_alerts:
+        alerts_withdraw(story_id=story_id)

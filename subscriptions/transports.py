@@ -134,12 +134,14 @@ def send_batch(
     """Send one batch through `connection`; `render` builds one recipient's bytes.
 
     `esp_content(syntax)` returns (subject, text, html) with the holes spelt in
-    an ESP's merge syntax, for the batch API road.
+    an ESP's merge syntax, for the batch API road; without it, an ESP gets one
+    message per recipient (a content that spells the ESP's own merge syntax must
+    not go through its merge road: the ESP would fill it in).
     """
     if hasattr(connection, "send_prebuilt"):
         return _send_prebuilt(connection, from_email, recipients, render)
     esp = esp_name(connection)
-    if esp in ESP_MERGE:
+    if esp in ESP_MERGE and esp_content is not None:
         return _send_esp_batches(connection, esp, from_email, recipients, render, esp_content)
     return _send_one_by_one(connection, from_email, recipients, render)
 
@@ -381,7 +383,7 @@ def _transient(exc: Exception) -> bool:
 
 def _send_one_by_one(connection, from_email, recipients, render) -> list[Result]:
     results = []
-    connection.open()
+    opened = connection.open()  # not when the caller holds a session for several calls
     try:
         for r in recipients:
             message = PrebuiltEmail(render(r), from_email=from_email, to=r.email,
@@ -394,8 +396,15 @@ def _send_one_by_one(connection, from_email, recipients, render) -> list[Result]
             else:
                 results.append(Result(r.delivery_id, "sent"))
     finally:
-        connection.close()
+        if opened:
+            connection.close()
     return results
+
+
+def merge_opener(esp: str) -> str:
+    """How an ESP's merge field starts ("%recipient." for Mailgun): a content that
+    holds it literally would have it filled in by the ESP."""
+    return ESP_MERGE[esp][0].format("\x00").partition("\x00")[0]
 
 
 def open_connection():

@@ -3,7 +3,16 @@
 A batch is a range of delivery ids. It is safe to run twice, or at once on two
 workers: rows are claimed with a conditional update stamped with a fresh claim
 token, and only the rows carrying that token are sent. Whoever unsubscribed or
-bounced since the edition started is skipped just before the send.
+bounced (or, for an alert, stopped following its category) since the edition
+started is skipped just before the send.
+
+A batch goes out in transport calls (a pipelined SMTP chunk, one ESP API call,
+one message on the one-by-one road). Before each call it takes its share of the
+global rate and then reads the edition's state (calls that follow one another
+without a wait share a read for 50 ms): a pause or cancel clicked while a batch
+waits or sends stops it within one call, its unsent rows given back (paused) or
+skipped (cancelled). Content that cannot be built stops the edition
+as failed, with the reason, instead of failing the batch again and again.
 """
 
 from __future__ import annotations
@@ -11,9 +20,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import smtplib
 import time
 import uuid
 from collections import OrderedDict, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import formatdate, parseaddr
@@ -22,22 +34,37 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.mail import get_connection
 from django.db import InterfaceError, OperationalError, connection
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from newsroom.models import Category, Story
 from subscriptions import edition_content
-from subscriptions.edition_content import Content
+from subscriptions.edition_content import PERSONAL_VALUES, Content, ContentError
 from subscriptions.list_headers import list_id, manage_url, unsubscribe_url
 from subscriptions.mime import MessageTemplate, hole
 from subscriptions.models import Delivery, Edition, Subscriber
+from subscriptions.services.editions import PERIOD, edition_fail, edition_finish_if_complete
 from subscriptions.throttle import throttle_acquire
-from subscriptions.transports import ESP_MERGE, Recipient, Result, esp_name, send_batch
+from subscriptions.transports import (
+    ESP_MERGE,
+    Recipient,
+    Result,
+    esp_name,
+    merge_opener,
+    send_batch,
+)
 
 logger = logging.getLogger(__name__)
 
-# The per-recipient values every edition template may use.
-PERSONAL_VALUES = ("email", "unsubscribe_url", "manage_url")
+# Messages per pipelined SMTP call (and per outbox call): about 40 ms of sending
+# at the SMTP ceiling, the most a pause or cancel can let through; a call is one
+# state read, so 1,000 messages cost four.
+PREBUILT_CALL_SIZE = 250
+# A batch reads its edition's state before a call that follows a wait for the rate
+# limit, or this long after its last read: back-to-back calls (a digest's many
+# small ESP calls) share one read, and a pause or cancel is seen within 50 ms.
+STATE_CHECK_INTERVAL = 0.05
 
 
 @dataclass
@@ -81,14 +108,16 @@ class _Contents:
 
     def __init__(self, edition: Edition) -> None:
         self.edition = edition
-        self.templates: dict[str, tuple[Content, MessageTemplate]] = {}
+        self.templates: dict[tuple, tuple[Content, MessageTemplate]] = {}
         self.reply_to = settings.NEWSROOM_REPLY_TO
 
-    def get(self, key: str, build) -> tuple[Content, MessageTemplate]:
+    def get(self, key: tuple, build) -> tuple[Content, MessageTemplate]:
+        """The content named by `key` (`edition_content.alert_key`/`digest_key`: all
+        it is made of, story revisions included, so a cached one is never stale)."""
         if key in self.templates:
             return self.templates[key]
         cache_key = (self.edition.pk, self.edition.created_at, key,
-                     settings.DEFAULT_FROM_EMAIL, self.reply_to, settings.SITE_URL)
+                     settings.DEFAULT_FROM_EMAIL, self.reply_to)
         if cache_key in _CONTENT_CACHE:
             _CONTENT_CACHE.move_to_end(cache_key)
             self.templates[key] = _CONTENT_CACHE[cache_key]
@@ -110,7 +139,7 @@ class _Contents:
         return self.templates[key]
 
 
-def _digest_variants(edition: Edition, rows: list[tuple]) -> dict[int, tuple[str, object]]:
+def _digest_variants(edition: Edition, rows: list[tuple]) -> dict[int, tuple[tuple, object]]:
     """Per delivery id: (variant key, builder, or None if nothing is new) for its digest."""
     follows: dict[int, set[int]] = defaultdict(set)
     for subscriber_id, category_id in Subscriber.categories.through.objects.filter(
@@ -124,27 +153,29 @@ def _digest_variants(edition: Edition, rows: list[tuple]) -> dict[int, tuple[str
             published_at__lte=edition.window_end,
         ).select_related("category").only(
             "id", "headline", "slug", "dek", "body", "published_at", "category_id",
-            "category__name", "category__slug", "category__order",
+            "revision", "updated_at", "category__name", "category__slug", "category__order",
         )
     )
     # A followed category without stories shows no section: only its pk counts (in
     # the "view in browser" link), so a reference stands in for it.
     categories = {s.category_id: s.category for s in stories}
-    variants: dict[tuple, tuple[str, object]] = {}
-    chosen: dict[int, tuple[str, object]] = {}
+    variants: dict[tuple, tuple[tuple, object]] = {}
+    chosen: dict[int, tuple[tuple, object]] = {}
     for delivery_id, subscriber_id, _email, window_start in rows:
         cats = tuple(sorted(follows.get(subscriber_id, ())))
         if (window_start, cats) not in variants:
             picked = [s for s in stories if s.category_id in cats and s.published_at > window_start]
+            shown = [categories.get(c) or Category(pk=c) for c in cats]
 
-            def build(window_start=window_start, picked=picked, cats=cats):
+            def build(window_start=window_start, picked=picked, shown=shown):
                 return edition_content.digest_content(
-                    edition.pk, window_start, edition.frequency, picked,
-                    [categories.get(c) or Category(pk=c) for c in cats],
+                    edition.pk, window_start, edition.frequency, picked, shown,
                 )
 
-            variants[window_start, cats] = (edition_content.variant_key(window_start, cats),
-                                            build if picked else None)
+            variants[window_start, cats] = (
+                edition_content.digest_key(window_start, picked, shown),
+                build if picked else None,
+            )
         chosen[delivery_id] = variants[window_start, cats]
     return chosen
 
@@ -165,14 +196,22 @@ def deliveries_send(*, edition_id: int, first_id: int, last_id: int) -> BatchRep
     ):
         rows = []
         gone = []  # who unsubscribed or bounced (or stopped alerts) since the edition started
-        for delivery_id, subscriber_id, email, window_start, status, wants_alerts in (
-            batch.filter(claim=claim).order_by("id").values_list(
+        claimed = batch.filter(claim=claim).order_by("id")
+        if edition.kind == Edition.Kind.ALERT:
+            claimed = claimed.annotate(follows=Exists(Subscriber.categories.through.objects.filter(
+                subscriber_id=OuterRef("subscriber_id"),
+                category_id=edition.audience["category_id"],
+            )))
+        else:
+            claimed = claimed.annotate(follows=Value(True))
+        for delivery_id, subscriber_id, email, window_start, status, wants_alerts, follows in (
+            claimed.values_list(
                 "id", "subscriber_id", "subscriber__email", "window_start",
-                "subscriber__status", "subscriber__wants_alerts",
+                "subscriber__status", "subscriber__wants_alerts", "follows",
             )
         ):
             if status != Subscriber.Status.ACTIVE or (
-                    edition.kind == Edition.Kind.ALERT and not wants_alerts):
+                    edition.kind == Edition.Kind.ALERT and not (wants_alerts and follows)):
                 gone.append(delivery_id)
             else:
                 rows.append((delivery_id, subscriber_id, email, window_start))
@@ -183,7 +222,7 @@ def deliveries_send(*, edition_id: int, first_id: int, last_id: int) -> BatchRep
             )
         report.claimed = len(rows)
         if rows:
-            _send_claimed(edition, rows, report)
+            _send_claimed(edition, claim, rows, report)
     _retrying_db(_record_progress, edition, report)
     return report
 
@@ -196,11 +235,10 @@ def deliveries_send(*, edition_id: int, first_id: int, last_id: int) -> BatchRep
 RECORD_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-def _retrying_db(step, *args) -> None:
+def _retrying_db(step, *args):
     for delay in (*RECORD_RETRY_DELAYS, None):
         try:
-            step(*args)
-            return
+            return step(*args)
         except (OperationalError, InterfaceError) as exc:
             if delay is None:
                 raise
@@ -212,8 +250,9 @@ def _retrying_db(step, *args) -> None:
 @dataclass
 class _Prepared:
     contents: _Contents
-    by_variant: dict[str, list[Recipient]]
+    by_variant: dict[tuple, list[Recipient]]
     nothing_new: list[int]
+    revision: int | None = None  # an alert's story revision, recorded with each outcome
 
 
 def _recipient(edition: Edition, delivery_id: int, subscriber_id: int, email: str) -> Recipient:
@@ -230,15 +269,16 @@ def _recipient(edition: Edition, delivery_id: int, subscriber_id: int, email: st
 def _prepare(edition: Edition, rows: list[tuple]) -> _Prepared:
     """Group (delivery id, subscriber id, email, window start) rows by content."""
     contents = _Contents(edition)
+    revision = None
     if edition.kind == Edition.Kind.ALERT:
+        # Read afresh for every batch: a correction saved mid-send is in the next one.
         story = edition.stories.select_related("category").get()
-        build = lambda: edition_content.alert_content(  # noqa: E731
-            edition.pk, story.pk, story.updated_at
-        )
-        variants = {row[0]: ("alert", build) for row in rows}
+        revision = story.revision
+        build = lambda: edition_content.alert_content(edition.pk, story)  # noqa: E731
+        variants = {row[0]: (edition_content.alert_key(story), build) for row in rows}
     else:
         variants = _digest_variants(edition, rows)
-    prepared = _Prepared(contents, defaultdict(list), [])
+    prepared = _Prepared(contents, defaultdict(list), [], revision)
     for delivery_id, subscriber_id, email, _window in rows:
         key, build = variants[delivery_id]
         if build is None:
@@ -254,39 +294,138 @@ def _render(template: MessageTemplate, recipient: Recipient, date: str) -> bytes
                            values=recipient.values, headers=recipient.headers)
 
 
-def _send_claimed(edition: Edition, rows: list[tuple], report: BatchReport) -> None:
-    prepared = _prepare(edition, rows)
+@dataclass
+class _Call:
+    """One transport call: recipients and, on an ESP's merge road, their one content."""
+
+    recipients: list[Recipient]
+    content: Content | None = None
+
+
+def _calls(prepared: _Prepared, connection) -> list[_Call]:
+    """The batch cut into transport calls, each small enough that a pause or
+    cancel stops the batch within one of them."""
+    rate = settings.NEWSROOM_SEND_RATE
+    paced = max(1, rate // 4) if rate > 0 else None  # a quarter second's worth
+    groups = [(prepared.contents.templates[key][0], recipients)
+              for key, recipients in prepared.by_variant.items()]
+    if hasattr(connection, "send_prebuilt") or esp_name(connection) not in ESP_MERGE:
+        # Prebuilt bytes: any mix of contents in one call. One by one: one message a call.
+        size = PREBUILT_CALL_SIZE if hasattr(connection, "send_prebuilt") else 1
+        size = min(size, paced or size)
+        everyone = [r for _content, recipients in groups for r in recipients]
+        return [_Call(everyone[i : i + size]) for i in range(0, len(everyone), size)]
+    # An ESP batch call holds one content: one call (or more) per content. A content
+    # that spells the ESP's merge syntax itself goes one message at a time, or the
+    # ESP would fill in what the editor wrote.
+    esp = esp_name(connection)
+    opener = merge_opener(esp)
+    size = ESP_MERGE[esp][1]
+    size = min(size, paced or size)
+    calls = []
+    for content, recipients in groups:
+        if any(opener in part for part in (content.subject, content.text, content.html)):
+            calls += [_Call([r]) for r in recipients]
+        else:
+            calls += [_Call(recipients[i : i + size], content)
+                      for i in range(0, len(recipients), size)]
+    return calls
+
+
+def _send_claimed(edition: Edition, claim: uuid.UUID, rows: list[tuple],
+                  report: BatchReport) -> None:
+    try:
+        prepared = _prepare(edition, rows)
+    except (OperationalError, InterfaceError):
+        _retrying_db(_give_back, edition, claim, [row[0] for row in rows], "")
+        raise  # a database blip: the task retries the batch
+    except Exception as exc:
+        # Nothing was handed to a transport: the rows go back (not counted as
+        # possible duplicates) and the edition stops for a person to act.
+        if not isinstance(exc, ContentError):
+            logger.exception("edition #%s: building its messages failed", edition.pk,
+                             extra={"edition_id": edition.pk})
+        _retrying_db(_give_back, edition, claim, [row[0] for row in rows], "")
+        edition_fail(edition_id=edition.pk, reason=str(exc) if isinstance(exc, ContentError)
+                     else f"the message could not be built: {exc!r}")
+        report.reason = f"content error: {exc}"
+        return
     if prepared.nothing_new:  # their categories had nothing in the window after all
         report.skipped += Delivery.objects.filter(id__in=prepared.nothing_new).update(
             status=Delivery.Status.SKIPPED, claim=None, last_error="nothing new"
         )
     date = formatdate(usegmt=True)
     connection = get_connection()
-    groups = [(prepared.contents.templates[key], recipients)
-              for key, recipients in prepared.by_variant.items()]
-    if not groups:
-        results = []
-    elif hasattr(connection, "send_prebuilt") or esp_name(connection) not in ESP_MERGE:
-        # One session for the whole batch, whatever mix of contents it holds.
-        template_of = {r.delivery_id: template for (_content, template), recipients in groups
-                       for r in recipients}
-        everyone = [r for _pair, recipients in groups for r in recipients]
-        throttle_acquire(len(everyone))
-        results = send_batch(
+    template_of = {r.delivery_id: template
+                   for (_content, template), recipients in (
+                       (prepared.contents.templates[key], recipients)
+                       for key, recipients in prepared.by_variant.items())
+                   for r in recipients}
+    calls = _calls(prepared, connection)
+    results: list[Result] = []
+    checked = time.monotonic()  # deliveries_send read the state just before the claim
+    with _session(connection):
+        for index, call in enumerate(calls):
+            waited = throttle_acquire(len(call.recipients))
+            if not waited and time.monotonic() - checked < STATE_CHECK_INTERVAL:
+                results += _send_call(connection, call, template_of, date)
+                continue
+            state, checked = _edition_state(edition.pk), time.monotonic()
+            if state != Edition.Status.SENDING:  # paused, cancelled or failed meanwhile
+                left = [r.delivery_id for later in calls[index:] for r in later.recipients]
+                report.skipped += _retrying_db(_give_back, edition, claim, left, state)
+                report.reason = f"edition {state}: {len(left)} deliveries given back"
+                break
+            results += _send_call(connection, call, template_of, date)
+    _retrying_db(_record_results, edition, results, report, prepared.revision)
+
+
+def _send_call(connection, call: _Call, template_of, date: str) -> list[Result]:
+    try:
+        return send_batch(
             connection=connection, from_email=settings.DEFAULT_FROM_EMAIL,
-            recipients=everyone, esp_content=None,
+            recipients=call.recipients,
+            esp_content=_esp_content(call.content) if call.content is not None else None,
             render=lambda r: _render(template_of[r.delivery_id], r, date),
         )
-    else:  # an ESP batch call holds one content: one call (or more) per content
-        results = []
-        for (content, template), recipients in groups:
-            throttle_acquire(len(recipients))
-            results += send_batch(
-                connection=connection, from_email=settings.DEFAULT_FROM_EMAIL,
-                recipients=recipients, esp_content=_esp_content(content),
-                render=lambda r, template=template: _render(template, r, date),
-            )
-    _retrying_db(_record_results, edition, results, report)
+    except (smtplib.SMTPException, OSError) as exc:
+        # Only opening a session raises here (a session that breaks mid-call is
+        # reported per message): nothing was handed over, so it is retried later.
+        return [Result(r.delivery_id, "retry", f"cannot connect: {exc}"[:500])
+                for r in call.recipients]
+
+
+@contextmanager
+def _session(connection) -> Iterator[None]:
+    """One connection (SMTP session, HTTP session) for all of a batch's calls."""
+    opener = getattr(connection, "prebuilt_session", None)
+    if opener is not None:
+        with opener():
+            yield
+        return
+    opened = connection.open()
+    try:
+        yield
+    finally:
+        if opened:
+            connection.close()
+
+
+def _edition_state(edition_id: int) -> str | None:
+    return Edition.objects.filter(pk=edition_id).values_list("status", flat=True).first()
+
+
+def _give_back(edition: Edition, claim: uuid.UUID, ids: list[int], state: str | None) -> int:
+    """Unsent claimed rows: skipped if the edition was cancelled (returns how many),
+    else back in the queue for a resume or retry, as if never claimed."""
+    rows = Delivery.objects.filter(edition_id=edition.pk, id__in=ids, claim=claim,
+                                   status=Delivery.Status.SENDING)
+    if state == Edition.Status.CANCELLED:
+        return rows.update(status=Delivery.Status.SKIPPED, claim=None,
+                           last_error="edition cancelled")
+    rows.update(status=Delivery.Status.QUEUED, claim=None, claimed_at=None,
+                attempts=Greatest(F("attempts") - 1, 0))
+    return 0
 
 
 def _esp_content(content: Content):
@@ -308,8 +447,6 @@ def _window_for(edition: Edition, subscriber: Subscriber) -> datetime | None:
     delivery = Delivery.objects.filter(edition=edition, subscriber=subscriber).first()
     if delivery is not None:
         return delivery.window_start
-    from subscriptions.services.editions import PERIOD
-
     return subscriber.last_digest_due_at or edition.window_end - PERIOD[edition.frequency]
 
 
@@ -359,15 +496,17 @@ def edition_send_test(*, edition: Edition, to: str, as_subscriber: Subscriber | 
     return all(r.status == "sent" for r in results)
 
 
-def _record_results(edition: Edition, results, report: BatchReport) -> None:
+def _record_results(edition: Edition, results, report: BatchReport,
+                    revision: int | None = None) -> None:
     now = timezone.now()
     sent = [r for r in results if r.status == "sent"]
     plain = [r.delivery_id for r in sent if not r.esp_message_id]
     if plain:
         Delivery.objects.filter(id__in=plain).update(
-            status=Delivery.Status.SENT, sent_at=now, claim=None, last_error=""
+            status=Delivery.Status.SENT, sent_at=now, claim=None, last_error="",
+            revision=revision,
         )
-    _record_sent_with_ids([r for r in sent if r.esp_message_id], now)
+    _record_sent_with_ids([r for r in sent if r.esp_message_id], now, revision)
     report.sent = len(sent)
 
     max_attempts = settings.NEWSROOM_DELIVERY_MAX_ATTEMPTS
@@ -409,7 +548,8 @@ def _group(results) -> dict[str, list[int]]:
 _SENT_ROWS_PER_STATEMENT = 10_000
 
 
-def _record_sent_with_ids(sent: list[Result], now: datetime) -> None:
+def _record_sent_with_ids(sent: list[Result], now: datetime, revision: int | None = None
+                          ) -> None:
     """Mark these sent, each with its own message id (an ESP's id per call, an MTA's
     per message), in one `UPDATE ... FROM (VALUES ...)` per 10,000 rows.
 
@@ -429,13 +569,14 @@ def _record_sent_with_ids(sent: list[Result], now: datetime) -> None:
         chunk = sent[start : start + _SENT_ROWS_PER_STATEMENT]
         values = ", ".join([f"(CAST(%s AS {id_type}), CAST(%s AS {message_id_type}))",
                             *["(%s, %s)"] * (len(chunk) - 1)])
-        params: list[object] = [Delivery.Status.SENT.value, sent_at]
+        params: list[object] = [Delivery.Status.SENT.value, sent_at, revision]
         for r in chunk:
             params += [r.delivery_id, r.esp_message_id]
         params += [min(r.delivery_id for r in chunk), max(r.delivery_id for r in chunk)]
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {table} SET status = %s, sent_at = %s, claim = NULL, last_error = '', "  # noqa: S608
+                f"UPDATE {table} SET status = %s, sent_at = %s, revision = %s, claim = NULL, "  # noqa: S608
+                "last_error = '', "
                 f"message_id = v.message_id FROM (SELECT column1 AS id, column2 AS message_id "
                 f"FROM (VALUES {values}) AS t) AS v "
                 f"WHERE {table}.id = v.id AND {table}.id BETWEEN %s AND %s",
@@ -449,6 +590,4 @@ def _record_progress(edition: Edition, report: BatchReport) -> None:
         sent=F("sent") + report.sent, failed=F("failed") + report.failed,
         skipped=F("skipped") + report.skipped, last_progress_at=now,
     )
-    from subscriptions.services.editions import edition_finish_if_complete
-
     edition_finish_if_complete(edition_id=edition.pk)

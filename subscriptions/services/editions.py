@@ -36,6 +36,8 @@ from django.utils import timezone
 
 from newsroom.models import Story
 from newsroom.ops.metrics import reconcile_actions_record
+from subscriptions import edition_content
+from subscriptions.edition_content import ContentError
 from subscriptions.models import Delivery, Edition, Subscriber
 
 logger = logging.getLogger(__name__)
@@ -130,12 +132,48 @@ def _insert_deliveries(edition: Edition, audience: QuerySet, *, window: bool,
 
 # --- Creating editions ------------------------------------------------------------------
 
+def alert_content_problem(*, story: Story) -> str | None:
+    """Why this story's alert cannot be sent as it is (in words), or None."""
+    try:
+        edition_content.alert_content(0, Story.objects.select_related("category").get(
+            pk=story.pk))
+    except ContentError as exc:
+        return str(exc)
+    return None
+
+
+def alert_preview(*, story: Story) -> dict[str, str]:
+    """What an alert's readers will get (their own links shown as the sign-up
+    page's), and how the story reads in a digest; raises ContentError with the
+    reason if either cannot be sent."""
+    story = Story.objects.select_related("category").get(pk=story.pk)
+    alert = edition_content.alert_content(0, story)
+    digest = edition_content.digest_content(0, None, "daily", [story], [story.category])
+    return {"subject": alert.subject, "preheader": alert.preheader,
+            "html": edition_content.fill_generic(alert.html),
+            "text": edition_content.fill_generic(alert.text),
+            "digest_html": edition_content.fill_generic(digest.html)}
+
+
+def alerts_unfinished(*, story_ids: list[int]) -> dict[int, Edition]:
+    """Story id -> its alert edition that has not reached everyone yet."""
+    return {
+        edition.story_id: edition
+        for edition in Edition.objects.filter(
+            kind=Edition.Kind.ALERT, stories__in=story_ids,
+            status__in=(*Edition.ACTIVE, Edition.Status.PAUSED, Edition.Status.FAILED),
+        ).annotate(story_id=F("stories"))
+    }
+
+
 def edition_create_alert(*, story: Story, by=None) -> Edition:
     """An alert edition for a published breaking story; at most one per story."""
     if not story.breaking:
         raise EditionError("Only stories marked breaking send alerts.")
     if not story.is_live:
         raise EditionError("Publish the story (and let its publication time arrive) first.")
+    if problem := alert_content_problem(story=story):
+        raise EditionError(f"Its alert cannot be sent: {problem}.")
     with transaction.atomic():
         edition, created = Edition.objects.get_or_create(
             key=f"alert:story:{story.pk}",
@@ -261,6 +299,12 @@ def edition_dispatch(*, edition_id: int) -> int:
         ):
             _log_state(edition, "expired", level=logging.ERROR)
         return 0
+    # Checked before a row is written: a story corrected into something that
+    # cannot be sent stops here, with the reason, not in every batch.
+    if edition.kind == Edition.Kind.ALERT and (
+            problem := alert_content_problem(story=edition.stories.get())):
+        edition_fail(edition_id=edition.pk, reason=problem)
+        return 0
     with transaction.atomic():
         if not Edition.objects.filter(pk=edition.pk, status=Edition.Status.PLANNED).update(
             status=Edition.Status.SENDING, started_at=now, last_progress_at=now,
@@ -377,6 +421,20 @@ def edition_finish_if_complete(*, edition_id: int) -> bool:
 
 # --- Steering ---------------------------------------------------------------------------------
 
+def edition_fail(*, edition_id: int, reason: str) -> bool:
+    """Stop an edition that cannot go on by itself (its content cannot be built,
+    say): it waits, failed, with the reason, for a person to fix the cause and
+    retry it (edition_retry_failed). Retrying it automatically would fail again.
+    """
+    changed = Edition.objects.filter(
+        pk=edition_id, status__in=(*Edition.ACTIVE, Edition.Status.PAUSED)
+    ).update(status=Edition.Status.FAILED, note=reason[:500], last_progress_at=timezone.now())
+    if changed:
+        edition = Edition.objects.get(pk=edition_id)
+        _log_state(edition, "failed", level=logging.ERROR, reason=reason[:500])
+    return bool(changed)
+
+
 def edition_pause(*, edition: Edition) -> bool:
     changed = Edition.objects.filter(
         pk=edition.pk, status__in=(Edition.Status.SENDING, Edition.Status.PLANNED)
@@ -404,12 +462,15 @@ def edition_resume(*, edition: Edition) -> bool:
     return bool(changed)
 
 
-def edition_cancel(*, edition: Edition) -> int:
-    """Stop for good; what was not sent yet is skipped. Returns deliveries skipped."""
+def edition_cancel(*, edition: Edition, reason: str = "") -> int:
+    """Stop for good; what was not sent yet is skipped (rows a running batch holds:
+    before its next transport call). Returns deliveries skipped now."""
     with transaction.atomic():
         changed = Edition.objects.filter(
-            pk=edition.pk, status__in=(*Edition.ACTIVE, Edition.Status.PAUSED)
-        ).update(status=Edition.Status.CANCELLED, finished_at=timezone.now())
+            pk=edition.pk,
+            status__in=(*Edition.ACTIVE, Edition.Status.PAUSED, Edition.Status.FAILED),
+        ).update(status=Edition.Status.CANCELLED, finished_at=timezone.now(),
+                 note=(reason or "cancelled")[:500])
         if not changed:
             return 0
         skipped = Delivery.objects.filter(
@@ -423,14 +484,31 @@ def edition_cancel(*, edition: Edition) -> int:
             Delivery.objects.filter(edition_id=edition.pk).order_by()
             .values("edition_id").annotate(n=Count("pk")).values("n")
         ), 0))
-    _log_state(edition, "cancelled", skipped=skipped)
+    _log_state(edition, "cancelled", skipped=skipped, reason=reason)
     return skipped
 
 
+def alerts_withdraw(*, story_id: int) -> list[int]:
+    """Cancel the alerts of a story that was unpublished and not sent to everyone yet
+    (their links would lead to a page that is gone). Returns the editions cancelled."""
+    cancelled = []
+    for edition in Edition.objects.filter(
+        kind=Edition.Kind.ALERT, stories=story_id,
+        status__in=(*Edition.ACTIVE, Edition.Status.PAUSED, Edition.Status.FAILED),
+    ):
+        edition_cancel(edition=edition, reason="cancelled: the story was unpublished")
+        cancelled.append(edition.pk)
+    return cancelled
+
+
 def edition_retry_failed(*, edition: Edition) -> int:
-    """Queue the failed deliveries again (after fixing what made them fail)."""
+    """Queue the failed deliveries again (after fixing what made them fail); a
+    failed edition (stopped by a content error, say) goes on sending, its content
+    checked first. Returns the deliveries queued again."""
     if edition.status not in (Edition.Status.SENDING, Edition.Status.DONE, Edition.Status.FAILED):
         raise EditionError(f"A {edition.get_status_display().lower()} edition is not retried.")
+    if edition.status == Edition.Status.FAILED:
+        return _edition_resume_failed(edition)
     with transaction.atomic():
         count = Delivery.objects.filter(edition=edition, status=Delivery.Status.FAILED).update(
             status=Delivery.Status.QUEUED, attempts=0, last_error=""
@@ -444,6 +522,36 @@ def edition_retry_failed(*, edition: Edition) -> int:
     edition.refresh_from_db()
     _log_state(edition, "retrying failed", count=count)
     enqueue_batches(edition)
+    return count
+
+
+def _edition_resume_failed(edition: Edition) -> int:
+    stale = timedelta(seconds=settings.NEWSROOM_ALERT_STALE_AFTER)
+    if edition.kind == Edition.Kind.ALERT:
+        if timezone.now() - edition.scheduled_at > stale:
+            raise EditionError(f"This alert is over {stale} old: it is not sent late. "
+                               "Cancel it, and send a new story if the news still matters.")
+        story = edition.stories.get()
+        if problem := alert_content_problem(story=story):
+            raise EditionError(f"Its content still cannot be sent: {problem}.")
+    with transaction.atomic():
+        if not Edition.objects.filter(pk=edition.pk, status=Edition.Status.FAILED).update(
+            status=Edition.Status.PLANNED if edition.started_at is None
+            else Edition.Status.SENDING,
+            note="", last_progress_at=timezone.now(),
+        ):
+            raise EditionError("The edition changed meanwhile; reload its page.")
+        count = Delivery.objects.filter(edition=edition, status=Delivery.Status.FAILED).update(
+            status=Delivery.Status.QUEUED, attempts=0, last_error=""
+        )
+        if count:
+            Edition.objects.filter(pk=edition.pk).update(failed=F("failed") - count)
+    edition.refresh_from_db()
+    _log_state(edition, "retrying after failure", count=count)
+    if edition.started_at is None or edition.dispatched_at is None:
+        transaction.on_commit(lambda: _enqueue_dispatch(edition))  # dispatch, or complete it
+    else:
+        transaction.on_commit(lambda: enqueue_batches(edition))
     return count
 
 

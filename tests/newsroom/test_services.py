@@ -160,7 +160,8 @@ def test_unpublish_returns_to_draft_and_keeps_the_time(
     assert story.status == Story.Status.DRAFT
     assert story.published_at == published_at
     assert story.last_editor == editor
-    assert received == [("unpublished", {"signal": story_unpublished, "story_id": story.pk})]
+    assert received == [("unpublished", {"signal": story_unpublished, "story_id": story.pk,
+                                          "withdraw_alerts": True})]
 
 
 def test_unpublishing_a_draft_is_a_no_op(story, editor, django_capture_on_commit_callbacks):

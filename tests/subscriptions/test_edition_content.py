@@ -55,7 +55,7 @@ def reference_digest(
     context = {
         "site_name": settings.NEWSROOM_NAME, "site_url": settings.SITE_URL,
         "postal_address": settings.NEWSROOM_POSTAL_ADDRESS, "view_url": view.url(),
-        "sections": sections, "lead": sections[0][1][0],
+        "hole": edition_content._HOLES, "sections": sections, "lead": sections[0][1][0],
         "story_count": sum(len(items) for _, items in sections),
         "frequency_label": "Weekly" if frequency == "weekly" else "Daily",
     }

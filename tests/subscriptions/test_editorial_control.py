@@ -1,0 +1,216 @@
+"""An editor's control of a send, through a real worker, Redis and SMTP listener:
+pause and cancel stop within one transport call whatever the rate limit,
+corrections reach the readers still waiting, a story that cannot be sent stops
+the edition with its reason (no requeue loop), and unpublishing withdraws the
+alert. Each test counts what the SMTP listener received.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from email import message_from_bytes, policy
+
+import pytest
+from django.db.models import Count
+
+from newsroom.celery import app
+from newsroom.models import Category
+from newsroom.services import story_unpublish
+from subscriptions.models import Delivery, Edition
+from subscriptions.services import editions
+from tests.subscriptions.test_delivery_worker import (
+    audience,
+    breaking,
+    edition_done,
+    served,
+    wait_for,
+)
+from tests.workers import Worker
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+RATE = 40
+CALL = RATE // 4  # messages in one paced transport call (deliveries._calls)
+
+
+@pytest.fixture
+def paced(settings, smtp_sink):
+    """Workers on a queue of their own with a global send rate; returns a starter."""
+    smtp_sink.handler.reject.clear()
+    with smtp_sink.handler.lock:
+        smtp_sink.handler.messages.clear()
+    queue = f"paced-{uuid.uuid4().hex[:8]}"
+    settings.NEWSROOM_ALERTS_QUEUE = queue
+    settings.NEWSROOM_STALL_AFTER = 3
+    workers: list[Worker] = []
+
+    def start(*, rate: int = RATE, batch: int = 1000) -> Worker:
+        settings.NEWSROOM_BATCH_SIZE = batch
+        env = {"NEWSROOM_ALERTS_QUEUE": queue, "NEWSROOM_BATCH_SIZE": str(batch),
+               "NEWSROOM_SEND_RATE": str(rate), "CELERY_TASK_TIME_LIMIT": "120"}
+        # Each test starts with a full bucket, whatever ran before.
+        with app.connection_for_write() as conn:
+            conn.default_channel.client.delete("newsroom:throttle:smtp")
+        worker = Worker(queues=queue, smtp_port=smtp_sink.port, concurrency=2, **env).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.kill()
+    with app.connection_for_write() as conn:
+        conn.default_channel.client.delete(queue)
+
+
+def received(sink) -> int:
+    with sink.handler.lock:
+        return len(sink.handler.messages)
+
+
+def none_held(edition: Edition) -> bool:
+    return not Delivery.objects.filter(edition=edition, status="sending").exists()
+
+
+def subjects(sink) -> list[str]:
+    with sink.handler.lock:
+        data = [m.data for m in sink.handler.messages]
+    return [str(message_from_bytes(d, policy=policy.default)["Subject"]) for d in data]
+
+
+def test_pause_then_cancel_stop_within_one_call_at_a_slow_rate(paced, smtp_sink):
+    cat = Category.objects.create(name="Policy", slug="policy")
+    addresses = audience(300, cat, "pace")
+    paced(rate=RATE, batch=1000)
+    edition = editions.edition_create_alert(story=breaking(cat), by=None)
+    wait_for(lambda: received(smtp_sink) >= 60, 30, "the first 60 messages")
+
+    assert editions.edition_pause(edition=edition)
+    at_click = received(smtp_sink)
+    wait_for(lambda: none_held(edition), 10, "the batch to give its rows back")
+    time.sleep(1.0)  # four paced calls' worth: none may go
+    assert received(smtp_sink) - at_click <= CALL
+    edition.refresh_from_db()
+    assert edition.status == Edition.Status.PAUSED and edition.requeued == 0
+
+    assert editions.edition_resume(edition=edition)
+    wait_for(lambda: received(smtp_sink) >= at_click + 60, 30, "sending to carry on")
+    edition.refresh_from_db()
+    assert editions.edition_cancel(edition=edition) >= 0
+    at_click = received(smtp_sink)
+    wait_for(lambda: none_held(edition), 10, "the batch to skip its rows")
+    time.sleep(1.0)
+    assert received(smtp_sink) - at_click <= CALL
+
+    edition.refresh_from_db()
+    missing, duplicates = served(smtp_sink, addresses)
+    assert duplicates == 0
+    assert edition.status == Edition.Status.CANCELLED
+    assert edition.sent == received(smtp_sink) == 300 - len(missing)
+    assert edition.sent + edition.skipped == edition.targeted == 300
+    assert Delivery.objects.filter(edition=edition, status="skipped").count() == edition.skipped
+
+
+def test_a_correction_mid_send_reaches_every_reader_not_yet_sent(paced, smtp_sink):
+    cat = Category.objects.create(name="Policy", slug="policy")
+    addresses = audience(400, cat, "fix")
+    story = breaking(cat)
+    paced(rate=200, batch=25)
+    edition = editions.edition_create_alert(story=story, by=None)
+    wait_for(lambda: received(smtp_sink) >= 50, 30, "the first 50 messages")
+
+    story.headline = "Corrected: the real numbers"
+    story.save()
+    at_save = received(smtp_sink)
+    wait_for(lambda: edition_done(edition), 60, "the alert to finish")
+
+    assert served(smtp_sink, addresses) == ([], 0)
+    got = subjects(smtp_sink)
+    later = got[at_save:]
+    stale = [s for s in later if "Corrected" not in s]
+    # Only batches already built when the save landed (two processes, one each).
+    assert len(stale) <= 2 * 25
+    assert all("Corrected" in s for s in later[2 * 25:])
+    assert _count_by_revision(edition) == {1: sum("Corrected" not in s for s in got),
+                           2: sum("Corrected" in s for s in got)}
+
+
+def _count_by_revision(edition: Edition) -> dict[int, int]:
+    return dict(Delivery.objects.filter(edition=edition, status="sent").order_by()
+                .values("revision").annotate(n=Count("id")).values_list("revision", "n"))
+
+
+def test_a_story_that_cannot_be_sent_stops_the_edition_with_its_reason(paced, smtp_sink):
+    cat = Category.objects.create(name="Policy", slug="policy")
+    addresses = audience(200, cat, "big")
+    story = breaking(cat)
+    paced(rate=200, batch=25)
+    edition = editions.edition_create_alert(story=story, by=None)
+    wait_for(lambda: received(smtp_sink) >= 25, 30, "the first batch")
+
+    body = story.body
+    story.body = "A paragraph long enough to matter, over and over. " * 6000  # ~300 KB
+    story.save()
+    wait_for(lambda: Edition.objects.get(pk=edition.pk).status == Edition.Status.FAILED, 30,
+             "the edition to fail")
+    wait_for(lambda: none_held(edition), 10, "every batch to give its rows back")
+    for _ in range(3):  # reconcile passes: nothing is put back, nothing counted
+        editions.editions_reconcile()
+    edition.refresh_from_db()
+    assert edition.status == Edition.Status.FAILED
+    assert "KB" in edition.note and "shorten the story" in edition.note
+    assert edition.requeued == 0
+    stopped_at = received(smtp_sink)
+    time.sleep(0.5)
+    assert received(smtp_sink) == stopped_at
+
+    with pytest.raises(editions.EditionError, match="still cannot be sent"):
+        editions.edition_retry_failed(edition=edition)
+    story.body = body
+    story.save()
+    editions.edition_retry_failed(edition=edition)
+    wait_for(lambda: edition_done(edition), 60, "the alert to finish after the fix")
+    assert served(smtp_sink, addresses) == ([], 0)
+    edition.refresh_from_db()
+    assert (edition.sent, edition.failed, edition.requeued, edition.note) == (200, 0, 0, "")
+
+
+def test_unpublishing_the_story_cancels_its_alert(paced, smtp_sink):
+    cat = Category.objects.create(name="Policy", slug="policy")
+    addresses = audience(200, cat, "gone")
+    story = breaking(cat)
+    paced(rate=RATE, batch=1000)
+    edition = editions.edition_create_alert(story=story, by=None)
+    wait_for(lambda: received(smtp_sink) >= 50, 30, "the first 50 messages")
+
+    assert story_unpublish(story=story, by=None)  # commits at once: the receiver runs
+    at_click = received(smtp_sink)
+    edition.refresh_from_db()
+    assert edition.status == Edition.Status.CANCELLED
+    assert edition.note == "cancelled: the story was unpublished"
+    wait_for(lambda: none_held(edition), 10, "the batch to skip its rows")
+    time.sleep(1.0)
+    assert received(smtp_sink) - at_click <= CALL
+    edition.refresh_from_db()
+    assert served(smtp_sink, addresses)[1] == 0
+    assert edition.sent + edition.skipped == edition.targeted == 200
+
+
+def test_story_text_that_looks_like_template_syntax_reaches_readers_verbatim(
+        paced, smtp_sink):
+    cat = Category.objects.create(name="Policy", slug="policy")
+    addresses = audience(20, cat, "lit")
+    story = breaking(cat)
+    story.headline = "Vote @@email@@ {{ x }} %s $x %recipient.email% [[var:email]]"
+    story.dek = "Dek @@unsubscribe_url@@ and {% if %}"
+    story.save()
+    paced(rate=0, batch=1000)
+    edition = editions.edition_create_alert(story=story, by=None)
+    wait_for(lambda: edition_done(edition), 30, "the alert to finish")
+    assert served(smtp_sink, addresses) == ([], 0)
+    message = message_from_bytes(smtp_sink.handler.to(addresses[0])[0].data,
+                                 policy=policy.default)
+    assert str(message["Subject"]) == f"Breaking: {story.headline}"
+    text = message.get_body(("plain",)).get_content()
+    assert story.headline in text and story.dek in text
+    assert addresses[0] in text  # the reader's own value still fills its hole
