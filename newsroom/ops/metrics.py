@@ -226,7 +226,20 @@ class NewsroomCollector:
             for status in Edition.Status.values:
                 by_status.add_metric([kind, status], counts.get((kind, status), 0))
 
-        return [deliveries, targeted, requeued, by_status, *self._durations()]
+        return [deliveries, targeted, requeued, by_status, self._failed(), *self._durations()]
+
+    def _failed(self) -> Metric:
+        """Editions stopped for a person to act, each with its reason (few: they wait
+        for a retry or a cancel), so an alert rule can say what is wrong."""
+        failed = GaugeMetricFamily(
+            "newsroom_edition_failed_info",
+            "1 for each edition stopped as failed (the reason is on its admin page too).",
+            labels=["edition", "kind", "reason"],
+        )
+        for pk, kind, note in (Edition.objects.filter(status=Edition.Status.FAILED)
+                               .order_by("-id").values_list("pk", "kind", "note")[:50]):
+            failed.add_metric([str(pk), kind, note[:200]], 1)
+        return failed
 
     def _durations(self) -> list[Metric]:
         """Send durations of done editions: a histogram over all of them (cumulative, as

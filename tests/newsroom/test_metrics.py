@@ -122,6 +122,17 @@ def test_deliveries_by_kind_and_transport_from_edition_counters(client, token):
 
 
 @pytest.mark.django_db
+def test_a_failed_edition_is_exported_with_its_reason(client, token):
+    stopped = edition(status=Edition.Status.FAILED,
+                      note="the message's HTML is 300 KB, over the 100 KB …")
+    edition(status=Edition.Status.DONE, note="")
+    samples = scrape(client)
+    assert value(samples, "newsroom_edition_failed_info", edition=str(stopped.pk), kind="alert",
+                 reason=stopped.note) == 1
+    assert sum(1 for name, _labels in samples if name == "newsroom_edition_failed_info") == 1
+
+
+@pytest.mark.django_db
 def test_edition_durations(client, token):
     now = timezone.now()
     edition(status=Edition.Status.DONE, started_at=now - timedelta(minutes=10),

@@ -184,3 +184,35 @@ def test_readers_with_the_same_topics_get_neighbouring_deliveries(no_enqueue):
     assert len(topics) == 12
     changes = sum(1 for a, b in pairwise(topics) if a != b)
     assert changes == 1  # two runs, not an interleaving
+
+
+@pytest.mark.django_db
+def test_a_story_unpublished_or_corrected_after_dispatch_changes_the_next_batches(
+        smtp, no_enqueue, settings):
+    """Each batch reads the stories afresh (contents are cached by story revision):
+    a story unpublished after dispatch is in no later digest, a corrected one is
+    in them as corrected."""
+    settings.NEWSROOM_BATCH_SIZE = 1
+    now, due = utc(2026, 11, 27, 7, 5), utc(2026, 11, 27, 7, 0)
+    world = category("world", name="World")
+    readers = [subscriber(f"r{i}@example.com", categories=[world], digest_hour=7)
+               for i in range(3)]
+    kept = publish(world, "Summit ends without deal", due - timedelta(hours=3))
+    withdrawn = publish(world, "Wrong story", due - timedelta(hours=2))
+    [edition] = digests_schedule(now=now)
+    editions.edition_dispatch(edition_id=edition.pk)
+    first, second, third = editions.batch_ranges(edition)
+
+    deliveries.deliveries_send(edition_id=edition.pk, first_id=first[0], last_id=first[1])
+    Story.objects.filter(pk=withdrawn.pk).update(status=Story.Status.DRAFT)
+    deliveries.deliveries_send(edition_id=edition.pk, first_id=second[0], last_id=second[1])
+    kept.headline = "Summit ends with a deal after all"
+    kept.save()
+    deliveries.deliveries_send(edition_id=edition.pk, first_id=third[0], last_id=third[1])
+
+    by_id = {d.subscriber_id: d.id for d in Delivery.objects.filter(edition=edition)}
+    texts = [digest_text(smtp, r.email)[0]
+             for r in sorted(readers, key=lambda r: by_id[r.pk])]
+    assert "Wrong story" in texts[0] and "Summit ends without deal" in texts[0]
+    assert "Wrong story" not in texts[1] and "Summit ends without deal" in texts[1]
+    assert "Wrong story" not in texts[2] and "Summit ends with a deal after all" in texts[2]
