@@ -44,7 +44,12 @@ from subscriptions.edition_content import PERSONAL_VALUES, Content, ContentError
 from subscriptions.list_headers import list_id, manage_url, unsubscribe_url
 from subscriptions.mime import MessageTemplate, hole
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.services.editions import PERIOD, edition_fail, edition_finish_if_complete
+from subscriptions.services.editions import (
+    PERIOD,
+    digest_windows_advance,
+    edition_fail,
+    edition_finish_if_complete,
+)
 from subscriptions.throttle import throttle_acquire
 from subscriptions.transports import (
     ESP_MERGE,
@@ -350,10 +355,13 @@ def _send_claimed(edition: Edition, claim: uuid.UUID, rows: list[tuple],
                      else f"the message could not be built: {exc!r}")
         report.reason = f"content error: {exc}"
         return
+    subscriber_of = {row[0]: row[1] for row in rows}
     if prepared.nothing_new:  # their categories had nothing in the window after all
         report.skipped += Delivery.objects.filter(id__in=prepared.nothing_new).update(
             status=Delivery.Status.SKIPPED, claim=None, last_error="nothing new"
         )
+        digest_windows_advance(edition=edition, subscriber_ids=[
+            subscriber_of[delivery_id] for delivery_id in prepared.nothing_new])
     date = formatdate(usegmt=True)
     connection = get_connection()
     template_of = {r.delivery_id: template
@@ -377,7 +385,7 @@ def _send_claimed(edition: Edition, claim: uuid.UUID, rows: list[tuple],
                 report.reason = f"edition {state}: {len(left)} deliveries given back"
                 break
             results += _send_call(connection, call, template_of, date)
-    _retrying_db(_record_results, edition, results, report, prepared.revision)
+    _retrying_db(_record_results, edition, results, report, prepared.revision, subscriber_of)
 
 
 def _send_call(connection, call: _Call, template_of, date: str) -> list[Result]:
@@ -497,9 +505,15 @@ def edition_send_test(*, edition: Edition, to: str, as_subscriber: Subscriber | 
 
 
 def _record_results(edition: Edition, results, report: BatchReport,
-                    revision: int | None = None) -> None:
+                    revision: int | None = None, subscriber_of: dict[int, int] | None = None
+                    ) -> None:
+    """Each outcome on its delivery (and, for a digest, the window of each reader
+    it reached moved on), in a few statements; safe to repeat."""
     now = timezone.now()
     sent = [r for r in results if r.status == "sent"]
+    if subscriber_of:
+        digest_windows_advance(edition=edition, subscriber_ids=[
+            subscriber_of[r.delivery_id] for r in sent])
     plain = [r.delivery_id for r in sent if not r.esp_message_id]
     if plain:
         Delivery.objects.filter(id__in=plain).update(

@@ -13,11 +13,13 @@ import logging
 import zoneinfo
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import DatabaseError, connection, transaction
 from django.db.models import (
+    Case,
     Count,
     DateTimeField,
     Exists,
@@ -30,6 +32,7 @@ from django.db.models import (
     Subquery,
     Sum,
     Value,
+    When,
 )
 from django.db.models.functions import Coalesce, Power
 from django.utils import timezone
@@ -75,11 +78,19 @@ def alert_audience(*, category_id: int) -> QuerySet[Subscriber]:
 
 
 def _digest_audience(edition: Edition) -> QuerySet[Subscriber]:
+    """Who is due this digest: readers of its slots whose window has not reached its
+    due moment (`last_digest_due_at` moves only when a digest reached them, or
+    they had nothing new) and who have no other digest on its way to them (it
+    would cover the same window)."""
     due = edition.window_end
     slots = Q()
     for tz, hour in edition.audience["slots"]:
         slots |= Q(timezone=tz, digest_hour=hour)
     first_window = due - PERIOD[edition.frequency]
+    pending = Delivery.objects.filter(
+        subscriber_id=OuterRef("pk"), edition__kind=Edition.Kind.DIGEST,
+        status__in=(Delivery.Status.QUEUED, Delivery.Status.SENDING),
+    ).exclude(edition_id=edition.pk)
     return (
         Subscriber.objects.filter(
             status=Subscriber.Status.ACTIVE, frequency=edition.frequency,
@@ -87,8 +98,19 @@ def _digest_audience(edition: Edition) -> QuerySet[Subscriber]:
         )
         .filter(slots)
         .filter(Q(last_digest_due_at__isnull=True) | Q(last_digest_due_at__lt=due))
+        .filter(~Exists(pending))
         .annotate(window_start=Coalesce(F("last_digest_due_at"), Value(first_window)))
     )
+
+
+def digest_windows_advance(*, edition: Edition, subscriber_ids: list[int]) -> int:
+    """These readers got this digest (or had nothing new in it): their next
+    window starts at its due moment. Never moves a window back."""
+    if edition.kind != Edition.Kind.DIGEST or not subscriber_ids:
+        return 0
+    return Subscriber.objects.filter(pk__in=subscriber_ids).filter(
+        Q(last_digest_due_at__isnull=True) | Q(last_digest_due_at__lt=edition.window_end)
+    ).update(last_digest_due_at=edition.window_end)
 
 
 def _topics_signature() -> Subquery:
@@ -190,36 +212,76 @@ def edition_create_alert(*, story: Story, by=None) -> Edition:
     return edition
 
 
-def _enqueue_dispatch(edition: Edition) -> None:
+ZERO = timedelta(0)
+
+
+def _enqueue_dispatch(edition: Edition, countdown: float | None = None) -> None:
     from subscriptions.tasks import edition_dispatch
 
-    edition_dispatch.apply_async((edition.pk,), queue=edition.queue)
+    edition_dispatch.apply_async((edition.pk,), queue=edition.queue,
+                                 countdown=min(countdown, 300) if countdown else None)
+
+
+_UTC = zoneinfo.ZoneInfo("UTC")
+
+
+def _local_instant(day: date, hour: int, zone: zoneinfo.ZoneInfo) -> datetime:
+    """`hour` o'clock on `day` in `zone`, as a UTC instant. An hour that does not
+    exist there (clocks jumped over it) is taken forward by the jump, as the
+    offset before the change gives it: 02:30 in a 02:00-03:00 gap is 03:30."""
+    return datetime.combine(day, time(hour), tzinfo=zone).astimezone(_UTC)
 
 
 def due_instant(now: datetime, tz: str, hour: int, frequency: str) -> datetime:
-    """The latest moment at or before `now` when this slot's digest was due."""
+    """The latest instant at or before `now` when this slot's digest was due.
+
+    Compared as instants: aware datetimes of one zone compare by their wall
+    clocks, which across a clock change puts a due time that lies in the future
+    before `now`.
+    """
     zone = zoneinfo.ZoneInfo(tz)
-    local = now.astimezone(zone)
-    day = local.date()
+    day = now.astimezone(zone).date()
     if frequency == "weekly":
         day -= timedelta(days=(day.weekday() - settings.NEWSROOM_WEEKLY_DIGEST_WEEKDAY) % 7)
-    due = datetime.combine(day, time(hour), tzinfo=zone)
-    if due > local:
-        due -= PERIOD[frequency]
-        due = datetime.combine(due.date(), time(hour), tzinfo=zone)
-    return due.astimezone(zoneinfo.ZoneInfo("UTC"))
+    due = _local_instant(day, hour, zone)
+    if due > now:
+        due = _local_instant(day - PERIOD[frequency], hour, zone)
+    return due
+
+
+def db_now() -> datetime:
+    """The database's clock: the one all hosts share (a beat host's may run fast)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CURRENT_TIMESTAMP")
+        value = cursor.fetchone()[0]
+    if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS" in UTC
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=_UTC)
+
+
+# Where digests_schedule notes its last run (it runs every few minutes): a due
+# moment after that run and past the lateness window was missed (beat was down).
+_SCHEDULE_RUN_KEY = "newsroom:digests_schedule:last_run"
+CATCH_UP_NOTE = "caught up"
 
 
 def digests_schedule(*, now: datetime | None = None) -> list[Edition]:
     """Create (and dispatch) the digest editions due now; safe to run every few minutes.
 
     Subscribers are grouped by (frequency, time zone, hour): a few hundred
-    groups at most. Each group's due moment is worked out in its own time zone,
-    and one edition is made per (frequency, due moment).
+    groups at most. Each group's due moment is worked out in its own time zone
+    (by the database's clock unless `now` is given), and one edition is made per
+    (frequency, due moment); a slot that appears before that edition is sent
+    joins it. A due moment more than NEWSROOM_DIGEST_MAX_LATENESS ago that this
+    schedule never saw (it was not running) is caught up now, said in the log, on
+    the edition and in /metrics; readers' windows only move when a digest reached
+    them, so the caught-up digest holds the whole missed window.
     """
-    now = now or timezone.now()
+    now = now or db_now()
     late = timedelta(seconds=settings.NEWSROOM_DIGEST_MAX_LATENESS)
+    last_run = _schedule_last_run()
     groups: dict[tuple[str, datetime], list[list]] = defaultdict(list)
+    missed: set[tuple[str, datetime]] = set()
     slots = (
         Subscriber.objects.filter(status=Subscriber.Status.ACTIVE, frequency__in=PERIOD)
         .values_list("frequency", "timezone", "digest_hour").distinct()
@@ -230,8 +292,11 @@ def digests_schedule(*, now: datetime | None = None) -> list[Edition]:
         except zoneinfo.ZoneInfoNotFoundError:
             logger.error("unknown time zone %r on subscribers; skipped", tz)
             continue
-        if now - due <= late:
-            groups[(frequency, due)].append([tz, hour])
+        if now - due > late:
+            if last_run is None or due <= last_run:
+                continue  # seen by an earlier run (or unknowable): its readers' next digest
+            missed.add((frequency, due))
+        groups[(frequency, due)].append([tz, hour])
     created = []
     for (frequency, due), group_slots in sorted(groups.items()):
         edition, new = Edition.objects.get_or_create(
@@ -239,13 +304,68 @@ def digests_schedule(*, now: datetime | None = None) -> list[Edition]:
             defaults={
                 "kind": Edition.Kind.DIGEST, "frequency": frequency, "scheduled_at": due,
                 "window_end": due, "audience": {"frequency": frequency, "slots": group_slots},
+                "note": (f"{CATCH_UP_NOTE}: due {due:%Y-%m-%d %H:%M} UTC, created "
+                         f"{(now - due).total_seconds() / 3600:.1f} h late (the schedule "
+                         "was not running)") if (frequency, due) in missed else "",
             },
         )
         if new:
-            _log_state(edition, "planned")
+            level = logging.WARNING if (frequency, due) in missed else logging.INFO
+            _log_state(edition, CATCH_UP_NOTE if level == logging.WARNING else "planned",
+                       level=level)
             created.append(edition)
             transaction.on_commit(lambda e=edition: _enqueue_dispatch(e))
+        else:
+            _edition_add_slots(edition, group_slots)
+    _schedule_ran(now)
     return created
+
+
+def _schedule_last_run() -> datetime | None:
+    try:
+        value = cache.get(_SCHEDULE_RUN_KEY)
+    except Exception:  # Redis down: cannot tell a missed slot from a late-appearing one
+        logger.warning("digests_schedule: last run unknown (cache unavailable)")
+        return None
+    return datetime.fromisoformat(value) if value else None
+
+
+def _schedule_ran(now: datetime) -> None:
+    try:
+        last = _schedule_last_run()
+        if last is None or now > last:
+            cache.set(_SCHEDULE_RUN_KEY, now.isoformat(), timeout=None)
+    except Exception:
+        logger.warning("digests_schedule: could not note its run")
+
+
+def _edition_add_slots(edition: Edition, slots: list[list]) -> int:
+    """Readers whose slot appeared after `edition` (same due moment) was made join
+    it: before it is dispatched through its audience, after that with rows of
+    their own (a finished edition goes on sending). Returns deliveries added."""
+    new = [slot for slot in slots if slot not in edition.audience["slots"]]
+    if not new or edition.status not in (*Edition.ACTIVE, Edition.Status.PAUSED,
+                                         Edition.Status.DONE):
+        return 0
+    with transaction.atomic():
+        edition = Edition.objects.select_for_update().get(pk=edition.pk)
+        edition.audience = {**edition.audience, "slots": [*edition.audience["slots"], *new]}
+        Edition.objects.filter(pk=edition.pk).update(audience=edition.audience)
+        if edition.dispatched_at is None:  # dispatch reads the audience when it runs
+            return 0
+        last_id = Delivery.objects.filter(edition=edition).aggregate(last=Max("id"))["last"]
+        recipients, window = _recipients(edition)
+        added = _insert_deliveries(edition, recipients, window=window)
+        if added:
+            Edition.objects.filter(pk=edition.pk).update(
+                targeted=F("targeted") + added, finished_at=None, last_progress_at=timezone.now(),
+                status=Case(When(status=Edition.Status.DONE, then=Value(Edition.Status.SENDING)),
+                            default=F("status")),
+            )
+    _log_state(edition, "slots added", slots=new, added=added)
+    if added:
+        transaction.on_commit(lambda: enqueue_batches(edition, after_id=last_id or 0))
+    return added
 
 
 # --- Dispatch -------------------------------------------------------------------------------
@@ -305,6 +425,10 @@ def edition_dispatch(*, edition_id: int) -> int:
             problem := alert_content_problem(story=edition.stories.get())):
         edition_fail(edition_id=edition.pk, reason=problem)
         return 0
+    if edition.kind == Edition.Kind.DIGEST and (early := edition.window_end - db_now()) > ZERO:
+        # Made by a host whose clock runs fast: a digest never leaves before it is due.
+        _enqueue_dispatch(edition, countdown=early.total_seconds() + 1)
+        return 0
     with transaction.atomic():
         if not Edition.objects.filter(pk=edition.pk, status=Edition.Status.PLANNED).update(
             status=Edition.Status.SENDING, started_at=now, last_progress_at=now,
@@ -358,8 +482,16 @@ def edition_dispatch_complete(*, edition: Edition, after_id: int = 0, rest: bool
         if rest:
             count += _insert_deliveries(edition, recipients, window=window)
         if edition.kind == Edition.Kind.DIGEST:
-            # Everyone due has had this moment, news or not: the next window starts here.
-            _digest_audience(edition).update(last_digest_due_at=edition.window_end)
+            # Due readers with nothing new have had this moment: their next window
+            # starts here. The others' windows move as their digests are sent; a
+            # first digest's look-back is written down now, so that cancelling it
+            # loses none of those stories either.
+            has_row = Exists(Delivery.objects.filter(edition=edition,
+                                                     subscriber_id=OuterRef("pk")))
+            _digest_audience(edition).exclude(has_row).update(
+                last_digest_due_at=edition.window_end)
+            _digest_audience(edition).filter(has_row, last_digest_due_at__isnull=True).update(
+                last_digest_due_at=edition.window_end - PERIOD[edition.frequency])
             earliest = Delivery.objects.filter(edition=edition).aggregate(
                 earliest=Min("window_start"))["earliest"]
             if earliest is not None:  # the stories any of its digests can hold

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from newsroom.models import Category
@@ -152,7 +153,10 @@ def subscriber_confirm(*, subscriber: Subscriber, info: RequestInfo) -> bool:
         changed = Subscriber.objects.filter(
             pk=subscriber.pk, status=Subscriber.Status.PENDING
         ).update(status=Subscriber.Status.ACTIVE, confirmed_at=timezone.now(),
-                 suppression_reason="", soft_bounces=0)
+                 suppression_reason="", soft_bounces=0,
+                 # A returning reader starts afresh: no backlog from before they left.
+                 last_digest_due_at=Case(When(last_digest_due_at__isnull=False,
+                                              then=Value(timezone.now())), default=None))
         if changed:
             subscriber.refresh_from_db()
             _record(subscriber, ConsentRecord.Action.CONFIRM, method="email-link", info=info,
@@ -217,7 +221,8 @@ def subscriber_resubscribe(*, subscriber: Subscriber, info: RequestInfo) -> bool
         changed = Subscriber.objects.filter(
             pk=subscriber.pk, status__in=Subscriber.SUPPRESSED, erased_at__isnull=True
         ).update(status=Subscriber.Status.ACTIVE, unsubscribed_at=None, suppression_reason="",
-                 soft_bounces=0, confirmed_at=timezone.now())
+                 soft_bounces=0, confirmed_at=timezone.now(),
+                 last_digest_due_at=timezone.now())  # afresh: no backlog from before
         if changed:
             subscriber.refresh_from_db()
             _record(subscriber, ConsentRecord.Action.RESUBSCRIBE, method="preferences-page",

@@ -314,7 +314,8 @@ def test_a_digest_is_written_in_one_step_in_content_order(enqueued, dispatches, 
         limits.append(kwargs.get("limit")), real(*args, **kwargs))[1])
     assert editions.edition_dispatch(edition_id=edition.pk) == 10
     assert limits == [None]  # one INSERT ... SELECT, no second pass over the audience
-    assert Subscriber.objects.filter(last_digest_due_at=due).count() == 10
+    # Every reader has news: their windows move as each one's digest is sent, not here.
+    assert not Subscriber.objects.filter(last_digest_due_at=due).exists()
     assert list(edition.stories.values_list("slug", flat=True)) == ["news"]
     edition.refresh_from_db()
     assert edition.dispatched_at is not None and edition.targeted == 10
