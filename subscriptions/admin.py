@@ -591,6 +591,8 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 ),
                 "has_send_permission": self.has_send_permission(request),
                 "has_preview_permission": self.has_preview_permission(request),
+                # Editors see editions, not readers: addresses are subscribers' data.
+                "shows_addresses": request.user.has_perm("subscriptions.view_subscriber"),
                 "steers": [
                     (name, spec.verb) for name, spec in STEERS.items()
                     if spec.problem(edition) is None
