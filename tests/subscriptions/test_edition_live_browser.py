@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import expect
@@ -26,8 +26,10 @@ pytestmark = [
 
 @pytest.mark.django_db(transaction=True)
 def test_the_edition_page_follows_the_send_without_reloading(live_server, browser):  # noqa: F811
+    # Permissions, not the Editors group: a transactional test's flush removes the
+    # groups that data migrations made.
     user = get_user_model().objects.create_user("desk", password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name="Editors"))
+    user.user_permissions.add(Permission.objects.get(codename="view_edition"))
     now = timezone.now()
     edition = Edition.objects.create(
         key=f"alert:test:{uuid.uuid4().hex[:8]}", kind=Edition.Kind.ALERT,
