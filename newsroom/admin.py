@@ -225,6 +225,7 @@ class StoryAdmin(admin.ModelAdmin):
                 if action == "unpublish" and story.status == pending
                 and (edition := unfinished.get(story.pk)) is not None
             ],
+            "may_send_alerts": self.has_send_alert_permission(request),
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": self.media,
         }
@@ -301,10 +302,18 @@ class StoryAdmin(admin.ModelAdmin):
 
     def _offer_alerts(self, request: HttpRequest, published: list[Story]) -> HttpResponse | None:
         """After publishing: straight to the alert page when one breaking story
-        went live, links to each page when several did."""
-        if not self.has_send_alert_permission(request):
-            return None
+        went live, links to each page when several did. Without the permission
+        to send alerts, say so rather than leave the editor waiting for an offer."""
         breaking = [story for story in published if story.breaking]
+        if not self.has_send_alert_permission(request):
+            if breaking:
+                self.message_user(
+                    request,
+                    "Breaking alerts are sent by editors with the permission to send them "
+                    "(the Editors group): ask one to send the alert from the story's page.",
+                    messages.INFO,
+                )
+            return None
         for story in breaking:
             if not story.is_live:
                 self.message_user(

@@ -233,7 +233,9 @@ NEWSROOM_BATCH_SIZE = _env_int("NEWSROOM_BATCH_SIZE", 1000)
 NEWSROOM_ALERT_STALE_AFTER = _env_int("NEWSROOM_ALERT_STALE_AFTER", 7200)
 # A digest more than this many seconds past its due time waits for the next one.
 NEWSROOM_DIGEST_MAX_LATENESS = _env_int("NEWSROOM_DIGEST_MAX_LATENESS", 6 * 3600)
-# A sending edition without progress this long has its batches enqueued again.
+# A sending edition without progress this long has its batches enqueued again,
+# and a planned or sending one is flagged as stalled (edition and Operations
+# pages, newsroom_editions_stalled in /metrics).
 NEWSROOM_STALL_AFTER = _env_int("NEWSROOM_STALL_AFTER", 300)
 # A batch run holding deliveries longer than this is presumed dead and its
 # deliveries go back to the queue; keep it above CELERY_TASK_TIME_LIMIT.

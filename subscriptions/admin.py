@@ -29,7 +29,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.utils import model_ngettext, unquote
+from django.contrib.admin.utils import display_for_field, lookup_field, model_ngettext, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import (
@@ -37,14 +37,16 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
+    JsonResponse,
     StreamingHttpResponse,
 )
+from django.template.defaultfilters import linebreaksbr
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
-from django.utils.html import format_html, format_html_join
-from django.utils.timesince import timeuntil
+from django.utils.html import conditional_escape, format_html, format_html_join
 
 from newsroom.admin_mixins import ReadOnlyAdminMixin
 from newsroom.models import Category
@@ -57,6 +59,12 @@ from subscriptions.models import (
     Subscriber,
     TrackingEvent,
     normalise_email,
+)
+from subscriptions.selectors import (
+    edition_audience_text,
+    edition_stalled_for,
+    eta_text,
+    stalled_text,
 )
 from subscriptions.services.deliveries import edition_render_for, edition_send_test
 from subscriptions.services.editions import (
@@ -500,7 +508,7 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["key"]
     fieldsets = [
         (None, {"fields": ["key", "kind", "frequency", "status", "note", "story_list",
-                           "audience", "created_by", "created_at"]}),
+                           "audience_text", "created_by", "created_at"]}),
         ("Timing", {"fields": ["scheduled_at", "window_end", "started_at", "dispatched_at",
                                "finished_at", "last_progress_at"]}),
         ("Progress", {"fields": ["targeted", "sent", "failed", "skipped", "requeued",
@@ -547,9 +555,13 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         eta = send_progress(edition, now=now).eta
         if eta is None:
             return "—"
-        return format_html('<time datetime="{}" title="{}">in {}</time>', eta.isoformat(),
+        return format_html('<time datetime="{}" title="{}">{}</time>', eta.isoformat(),
                            date_format(timezone.localtime(eta), "DATETIME_FORMAT"),
-                           timeuntil(eta, now))
+                           eta_text(eta, now=now))
+
+    @admin.display(description="audience")
+    def audience_text(self, edition: Edition) -> str:
+        return edition_audience_text(edition)
 
     @admin.display(description="stories")
     def story_list(self, edition: Edition) -> str:
@@ -580,9 +592,8 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         context = dict(extra_context or {})
         if edition is not None:
             counts = self.status_counts(edition)
+            context.update(self._live_context(request, edition))
             context.update({
-                "progress": send_progress(edition, now=timezone.now()),
-                "rate_chart": edition_rate_chart(edition.pk),  # from the ops sampler
                 "status_counts": [
                     (label, counts[value]) for value, label in Delivery.Status.choices
                 ],
@@ -599,12 +610,82 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 ),
                 "has_send_permission": self.has_send_permission(request),
                 "has_preview_permission": self.has_preview_permission(request),
+                # Editors see editions, not readers: addresses are subscribers' data.
+                "shows_addresses": request.user.has_perm("subscriptions.view_subscriber"),
                 "steers": [
                     (name, spec.verb) for name, spec in STEERS.items()
                     if spec.problem(edition) is None
                 ],
             })
         return super().change_view(request, object_id, form_url, extra_context=context)
+
+    # --- The live part of the change page -------------------------------------------------
+    #
+    # The page's top panel (state, stop reason, stalled badge, progress, rate, ETA,
+    # chart) is one template, rendered into the page and again by the JSON view
+    # that the page's script polls, so the two cannot drift apart. The script
+    # swaps the panel and the read-only fields below that a send changes, and
+    # reloads the page when the status changes (steering buttons and counts
+    # follow), never while the user is typing; without JavaScript a meta refresh
+    # does the same. Every poll reads the edition row and the sampler's history,
+    # never counts deliveries.
+
+    live_template = "admin/subscriptions/edition/_live.html"
+    live_statuses = (Edition.Status.PLANNED, Edition.Status.SENDING, Edition.Status.PAUSED)
+    # Fields of the read-only form a running send changes, refreshed with the panel.
+    live_fields = ("status", "note", "started_at", "dispatched_at", "finished_at",
+                   "last_progress_at", "targeted", "sent", "failed", "skipped", "requeued",
+                   "progress", "rate", "eta")
+    poll_seconds = 3  # planned or sending: an alert is through in seconds
+    paused_poll_seconds = 15  # paused: only someone resuming it changes anything
+    noscript_refresh_seconds = 15
+
+    def _live_context(self, request: HttpRequest, edition: Edition) -> dict[str, Any]:
+        now = timezone.now()
+        progress = send_progress(edition, now=now)
+        stalled = edition_stalled_for(edition, now=now)
+        live = edition.status in self.live_statuses
+        return {
+            "edition": edition,
+            "progress": progress,
+            "eta_text": eta_text(progress.eta, now=now),
+            "stalled": stalled_text(stalled) if stalled else "",
+            "live": live,
+            "live_url": reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_live",
+                                args=[edition.pk], current_app=self.admin_site.name),
+            "poll_seconds": (self.paused_poll_seconds if edition.status == Edition.Status.PAUSED
+                             else self.poll_seconds),
+            "noscript_refresh_seconds": self.noscript_refresh_seconds,
+            "rate_chart": edition_rate_chart(edition),  # from the ops sampler
+        }
+
+    def _field_html(self, edition: Edition, name: str) -> str:
+        """A read-only field as the change form shows it (AdminReadonlyField.contents)."""
+        try:
+            field, _attr, value = lookup_field(name, edition, self)
+        except (AttributeError, ValueError):
+            return self.get_empty_value_display()
+        if field is None:
+            return conditional_escape(value if hasattr(value, "__html__") else
+                                      linebreaksbr(value))
+        return conditional_escape(linebreaksbr(
+            display_for_field(value, field, self.get_empty_value_display())))
+
+    def live_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        """The panel and the changing fields as JSON, for the page's script."""
+        edition = self._get_edition(request, object_id)
+        context = self._live_context(request, edition)
+        response = JsonResponse({
+            "status": edition.status,
+            "live": context["live"],
+            "poll_seconds": context["poll_seconds"],
+            "stalled": context["stalled"],
+            "note": edition.note,
+            "html": render_to_string(self.live_template, context, request=request),
+            "fields": {name: self._field_html(edition, name) for name in self.live_fields},
+        })
+        response["Cache-Control"] = "no-store"
+        return response
 
     # --- Extra views ----------------------------------------------------------------------
 
@@ -621,6 +702,7 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             path("<path:object_id>/send-test/", view(self.send_test_view),
                  name=f"{info}_send_test"),
             path("<path:object_id>/preview/", view(self.preview_view), name=f"{info}_preview"),
+            path("<path:object_id>/live/", view(self.live_view), name=f"{info}_live"),
             *super().get_urls(),
         ]
 

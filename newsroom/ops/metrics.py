@@ -38,6 +38,7 @@ from prometheus_client.utils import floatToGoString
 from newsroom.ops import broker, canary
 from newsroom.ops.health import redis_client, redis_url
 from subscriptions.models import Edition, TrackingEvent
+from subscriptions.selectors import editions_stalled
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +227,17 @@ class NewsroomCollector:
             for status in Edition.Status.values:
                 by_status.add_metric([kind, status], counts.get((kind, status), 0))
 
-        return [deliveries, targeted, requeued, by_status, self._failed(), *self._durations()]
+        stalled = GaugeMetricFamily(
+            "newsroom_editions_stalled",
+            "Planned or sending editions with no progress for NEWSROOM_STALL_AFTER seconds "
+            "(the rule the edition and Operations pages flag).", labels=["kind"],
+        )
+        found = editions_stalled(now=timezone.now())
+        for kind in Edition.Kind.values:
+            stalled.add_metric([kind], sum(1 for edition in found if edition.kind == kind))
+
+        return [deliveries, targeted, requeued, by_status, stalled, self._failed(),
+                *self._durations()]
 
     def _failed(self) -> Metric:
         """Editions stopped for a person to act, each with its reason (few: they wait

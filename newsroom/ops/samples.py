@@ -169,7 +169,38 @@ def recent_rate(totals: Sequence[Point], *, over: float = 300) -> float | None:
     return max(0.0, (end_v - start_v) / (end_t - start_t)) if end_t > start_t else None
 
 
-def edition_rate_chart(edition_id: int) -> SafeString | None:
+def edition_sent_series(samples: Sequence[Sample], edition: Edition) -> list[Point]:
+    """One edition's running total of sent over the whole window, for its chart.
+
+    The sampler records an edition only while it runs and a moment after, so an
+    alert shorter than a tick or two appears in one sample or none, and a rate
+    needs two points: its page said "No samples" while the Operations chart,
+    which follows the total of all editions, showed its spike. What the missing
+    samples would say is known, though: nothing before the edition started, its
+    final count after it finished. Those are filled in, and the start itself is
+    a point when no sample saw the edition before it had sent anything.
+    """
+    if edition.started_at is None or not samples:
+        return edition_series(samples, edition.pk)
+    started = edition.started_at.timestamp()
+    finished = edition.finished_at.timestamp() if edition.finished_at else None
+    points: list[Point] = []
+    for sample in samples:
+        if edition.pk in sample.editions:
+            points.append((sample.at, float(sample.editions[edition.pk][0])))
+        elif sample.at <= started:
+            points.append((sample.at, 0.0))
+        elif finished is not None and sample.at >= finished:
+            points.append((sample.at, float(edition.sent)))
+        # else: running, yet not sampled (a missed tick): leave the gap
+    recorded = [sample.at for sample in samples if edition.pk in sample.editions]
+    seen_start = recorded and recorded[0] <= started  # clocks apart: trust the samples
+    if not seen_start and samples[0].at < started < samples[-1].at:
+        points.append((started, 0.0))
+    return sorted(points)
+
+
+def edition_rate_chart(edition: Edition) -> SafeString | None:
     """One edition's send rate over the last hour, for its admin page; None when
     Redis does not answer (the page must still open)."""
     try:
@@ -178,7 +209,7 @@ def edition_rate_chart(edition_id: int) -> SafeString | None:
         logger.warning("edition rate chart: cache unavailable", exc_info=True)
         return None
     return line_chart(
-        rates(edition_series(samples, edition_id)), title=f"Edition {edition_id}: messages "
-        "sent per second, last hour", unit="msg/s", ident=f"edition-{edition_id}-rate",
+        rates(edition_sent_series(samples, edition)), title=f"Edition {edition.pk}: messages "
+        "sent per second, last hour", unit="msg/s", ident=f"edition-{edition.pk}-rate",
         empty="No samples in the last hour",
     )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -36,6 +37,7 @@ from newsroom.admin_mixins import ReadOnlyAdminMixin
 from newsroom.ops import broker, charts, samples, workers
 from subscriptions.admin import SendProgress, send_progress
 from subscriptions.models import Delivery, Edition
+from subscriptions.selectors import STALL_FIELDS, edition_stalled_for, eta_text, stalled_text
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ class EditionRow:
     rate: float | None  # messages/s over the last samples, else the mean since it started
     rate_is_recent: bool
     eta: datetime | None
+    eta_text: str  # "in 20 s"; "—" while the rate is unknown
+    stalled: str  # "Stalled: no progress for 6 min", or "" (subscriptions.selectors)
 
 
 def recent_failures(limit: int = FAILURES_SHOWN) -> QuerySet[Delivery]:
@@ -136,8 +140,7 @@ def _editions(request: HttpRequest, history: list[samples.Sample], now: datetime
               ) -> tuple[list[EditionRow], bool]:
     found = list(
         Edition.objects.filter(status__in=samples.RUNNING)
-        .only("id", "key", "kind", "status", "scheduled_at", "started_at", "finished_at",
-              "targeted", "sent", "failed", "skipped")
+        .only(*STALL_FIELDS, "key", "finished_at", "targeted", "sent", "failed", "skipped")
         .order_by("scheduled_at", "id")[: EDITIONS_SHOWN + 1]
     )
     may_view = request.user.has_perm("subscriptions.view_edition")
@@ -152,6 +155,7 @@ def _editions(request: HttpRequest, history: list[samples.Sample], now: datetime
         left = edition.targeted - progress.done
         if done_rate and edition.status == Edition.Status.SENDING and left > 0:
             eta = now + timedelta(seconds=left / done_rate)
+        stalled = edition_stalled_for(edition, now=now)
         rows.append(EditionRow(
             edition=edition,
             url=reverse("admin:subscriptions_edition_change", args=[edition.pk])
@@ -160,6 +164,8 @@ def _editions(request: HttpRequest, history: list[samples.Sample], now: datetime
             rate=sent_rate if sent_rate is not None else progress.rate,
             rate_is_recent=sent_rate is not None,
             eta=eta,
+            eta_text=eta_text(eta, now=now),
+            stalled=stalled_text(stalled) if stalled else "",
         ))
     return rows, len(found) > EDITIONS_SHOWN
 
@@ -190,6 +196,8 @@ def operations_context(request: HttpRequest) -> dict[str, Any]:
         "sample_interval": interval,
         "editions": editions,
         "more_editions": more_editions,
+        "stalled_count": sum(1 for row in editions if row.stalled),
+        "stall_after": duration(settings.NEWSROOM_STALL_AFTER),
         "send_rate_chart": charts.line_chart(
             samples.send_rate_series(history), title="Messages sent per second, last hour",
             unit="msg/s", ident="send-rate",

@@ -79,8 +79,10 @@ def _action(client, action, stories, confirm=False):
 
 
 def test_migration_creates_the_editors_group_on_a_fresh_database():
+    """The editorial half; subscriptions 0006 adds alerts (tests/newsroom/test_roles.py)."""
     group = Group.objects.get(name="Editors")
-    granted = set(group.permissions.values_list("content_type__model", "codename"))
+    granted = set(group.permissions.filter(content_type__app_label="newsroom")
+                  .values_list("content_type__model", "codename"))
     assert granted == {
         (model, codename)
         for model, codenames in editors_migration.EDITOR_PERMISSIONS.items()

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 
@@ -33,13 +33,13 @@ def edition_url(edition: Edition) -> str:
 
 
 def _editor(username: str, *, may_send: bool):
+    """In the Editors group (which sends alerts), or given only its editorial part."""
     user = get_user_model().objects.create_user(username, password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name="Editors"))
+    editors = Group.objects.get(name="Editors")
     if may_send:
-        user.user_permissions.add(*Permission.objects.filter(
-            content_type__app_label="subscriptions",
-            codename__in=["send_edition", "view_edition"],
-        ))
+        user.groups.add(editors)
+    else:
+        user.user_permissions.add(*editors.permissions.filter(content_type__app_label="newsroom"))
     return user
 
 
@@ -231,7 +231,11 @@ def test_an_editor_without_send_permission_publishes_but_cannot_alert(
     assert response["Location"] == CHANGELIST  # published, and no offer
     story.refresh_from_db()
     assert story.status == Story.Status.PUBLISHED
-    assert _messages(writer_client.get(CHANGELIST)) == ["Published 1 story."]
+    assert _messages(writer_client.get(CHANGELIST)) == [
+        "Published 1 story.",
+        "Breaking alerts are sent by editors with the permission to send them (the Editors "
+        "group): ask one to send the alert from the story's page.",
+    ]
 
     assert writer_client.get(alert_url(story)).status_code == 403
     assert writer_client.post(alert_url(story), {"post": "yes"}).status_code == 403

@@ -244,3 +244,18 @@ def test_the_canary_advances_for_every_queue_the_worker_consumes(celery_worker, 
         stamp = value(samples, "newsroom_canary_last_completed_timestamp_seconds", queue=queue)
         assert stamp == pytest.approx(done[queue].completed_at, abs=1)
         assert value(samples, "newsroom_canary_age_seconds", queue=queue) < 60
+
+
+@pytest.mark.django_db
+def test_stalled_editions_by_kind(client, token, settings):
+    settings.NEWSROOM_STALL_AFTER = 300
+    now = timezone.now()
+    edition(status=Edition.Status.SENDING, started_at=now - timedelta(hours=1),
+            last_progress_at=now - timedelta(minutes=10))
+    edition(status=Edition.Status.SENDING, started_at=now - timedelta(hours=1),
+            last_progress_at=now - timedelta(seconds=10))
+    edition(status=Edition.Status.PAUSED, started_at=now - timedelta(hours=1),
+            last_progress_at=now - timedelta(hours=1))  # paused on purpose: not stalled
+    samples = scrape(client)
+    assert value(samples, "newsroom_editions_stalled", kind="alert") == 1
+    assert value(samples, "newsroom_editions_stalled", kind="digest") == 0

@@ -345,3 +345,59 @@ def test_an_edition_page_shows_its_send_rate_chart(admin_client):
     svg = _svgs(admin_client.get(change).content.decode())[f"edition-{edition.pk}-rate-title"]
     assert _points(svg) == 3
     assert _parse(svg).find(f"{SVG}desc").text.startswith("3 samples")
+
+
+def test_a_short_alert_between_two_ticks_still_has_a_chart(admin_client):
+    """The sampler saw it once (or never): its page drew "No samples" while the
+    Operations chart showed the spike. Before its start it had sent nothing, and
+    after its end its final count: the chart fills those in."""
+    now = time.time()
+    started = timezone.now() - timedelta(seconds=50)
+    edition = _edition(status=Edition.Status.DONE, targeted=800, sent=800, started_at=started,
+                       finished_at=started + timedelta(seconds=8))
+    _record(now - 90, sent=0)  # before it started: not in the sample
+    _record(now - 60, sent=0)
+    _record(now - 30, sent=800, editions={edition.pk: (800, 800)})  # just after it finished
+    _record(now, sent=800)  # it has dropped out of the samples
+    change = reverse("admin:subscriptions_edition_change", args=[edition.pk])
+    page = admin_client.get(change).content.decode()
+    assert "No samples in the last hour" not in page
+    svg = _svgs(page)[f"edition-{edition.pk}-rate-title"]
+    assert _points(svg) == 4  # 5 totals (its start included), 4 rates
+    series = samples.edition_sent_series(samples.history(), edition)
+    assert [v for _, v in series] == [0, 0, 0, 800, 800]
+    assert series[2][0] == pytest.approx(started.timestamp())
+    assert max(rate for _, rate in samples.rates(series)) == pytest.approx(800 / 20, rel=0.05)
+
+
+def test_an_edition_running_across_ticks_keeps_its_recorded_series():
+    now = time.time()
+    edition = _edition(targeted=100, sent=60, started_at=timezone.now() - timedelta(seconds=200))
+    _record(now - 250, sent=0)
+    for i, sent in enumerate([10, 40, 60]):
+        _record(now - 30 * (2 - i), sent=sent, editions={edition.pk: (sent, sent)})
+    series = samples.edition_sent_series(samples.history(), edition)
+    assert [v for _, v in series] == [0, 0, 10, 40, 60]  # a sample before, its start, its ticks
+
+
+def test_a_stalled_edition_is_flagged_and_a_moving_one_is_not(oncall, settings):
+    settings.NEWSROOM_STALL_AFTER = 300
+    stuck = _edition(targeted=10, sent=2, started_at=timezone.now() - timedelta(minutes=20),
+                     last_progress_at=timezone.now() - timedelta(minutes=7))
+    moving = _edition(targeted=10, sent=2, started_at=timezone.now() - timedelta(minutes=20),
+                      last_progress_at=timezone.now() - timedelta(seconds=20))
+    response = oncall.get(OPS_URL)
+    rows = {row.edition.pk: row for row in response.context["editions"]}
+    assert rows[stuck.pk].stalled == "Stalled: no progress for 7 min"
+    assert rows[moving.pk].stalled == ""
+    page = response.content.decode()
+    assert ('<strong class="ops-warning edition-stalled">Stalled: no progress for 7 min'
+            '</strong>') in page
+    assert "1 stalled: planned or sending with no progress for 5 min or more" in page
+
+
+def test_the_eta_shows_seconds_under_a_minute(oncall):
+    _edition(targeted=100, sent=67, started_at=timezone.now() - timedelta(seconds=40),
+             last_progress_at=timezone.now())
+    [row] = oncall.get(OPS_URL).context["editions"]
+    assert re.fullmatch(r"in (19|20) s", row.eta_text)

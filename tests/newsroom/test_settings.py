@@ -143,6 +143,18 @@ def test_env_example_lists_every_variable_the_settings_read():
     assert read <= listed, f"missing from .env.example: {sorted(read - listed)}"
 
 
+def test_env_example_shows_the_defaults_of_the_sending_limits(load):
+    """Whoever copies .env.example gets what the code does without it."""
+    example = dict(
+        line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+        if line.startswith("NEWSROOM_") and "=" in line
+    )
+    defaults = load(DJANGO_DEBUG="1")
+    for name in ("NEWSROOM_STALL_AFTER", "NEWSROOM_CLAIM_TIMEOUT", "NEWSROOM_BATCH_SIZE",
+                 "NEWSROOM_ALERT_STALE_AFTER", "NEWSROOM_OPS_SAMPLE_INTERVAL"):
+        assert int(example[name]) == defaults[name], name
+
+
 def test_check_deploy_is_clean_with_production_settings(tmp_path):
     env = process_env(
         DJANGO_SETTINGS_MODULE="newsroom.settings",

@@ -1,10 +1,10 @@
 """Run the whole service in the foreground: web, Celery workers, beat and Flower.
 
 This is the quick start: it prepares the database, imports `seeds/`, creates a
-demo editor once, then supervises the processes with honcho (a Procfile runner:
-one coloured log stream, and Ctrl-C stops every process). In production run the
-same four commands under your process supervisor instead; `--print-procfile`
-prints them.
+demo account once (in both roles, so a newcomer can try every page), then
+supervises the processes with honcho (a Procfile runner: one coloured log
+stream, and Ctrl-C stops every process). In production run the same four
+commands under your process supervisor instead; `--print-procfile` prints them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from django.db import connections
 from newsroom import embedded_redis
 
 DEMO_EDITOR = "editor"
+# Both roles: a newcomer tries writing, publishing, alerting and the Operations
+# page with one login, and each page still checks its own permission.
+DEMO_GROUPS = ("Editors", "Operations")
 
 
 def _credentials_file() -> Path:
@@ -40,13 +43,14 @@ def flower_credentials() -> str:
 
 
 def demo_editor_create() -> str | None:
-    """Create the demo editor account; its password if it was created now."""
+    """Create the demo account, in every group of DEMO_GROUPS; its password if it
+    was created now."""
     User = get_user_model()
     if User.objects.filter(username=DEMO_EDITOR).exists():
         return None
     password = secrets.token_urlsafe(12)
     user = User.objects.create_user(DEMO_EDITOR, password=password, is_staff=True)
-    user.groups.add(Group.objects.get(name="Editors"))
+    user.groups.add(*(Group.objects.get(name=name) for name in DEMO_GROUPS))
     return password
 
 
@@ -129,7 +133,10 @@ class Command(BaseCommand):
         if password:
             lines.append(
                 f"Demo editor created -- user: {DEMO_EDITOR}  password: {password}  "
-                "(shown once; change it in the admin)"
+                "(shown once; change it in the admin)\n"
+                f"  It is in the {' and '.join(DEMO_GROUPS)} groups: write and publish stories, "
+                "send breaking alerts, watch and steer editions, the Operations page, "
+                "subscribers' data."
             )
         lines.append("Press Ctrl-C to stop everything.")
         self.stdout.write(self.style.SUCCESS("\n".join(lines)))

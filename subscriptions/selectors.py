@@ -1,0 +1,123 @@
+"""Reads about editions for the people watching them, and the words for them.
+
+The edition page, the Operations page and /metrics all say whether a send is
+stuck, whom it reaches and when it should be through; they take the rule and
+the wording from here, so the three never disagree. Everything but
+`edition_audience_text` is pure: the row and the time in, an answer out (tests
+pass a fixed clock).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from django.conf import settings
+
+from newsroom.models import Category
+from subscriptions.models import Edition
+
+AUDIENCE_SLOTS_SHOWN = 6
+
+
+# --- Stalled editions -----------------------------------------------------------------
+
+
+def edition_moved_at(edition: Edition) -> datetime | None:
+    """When the edition last moved: its last recorded progress, else its start,
+    else when it was planned (a digest due later has not had its chance yet)."""
+    if edition.last_progress_at is not None:
+        return edition.last_progress_at
+    if edition.started_at is not None:
+        return edition.started_at
+    planned = [t for t in (edition.created_at, edition.scheduled_at) if t is not None]
+    return max(planned) if planned else None
+
+
+def edition_stalled_for(edition: Edition, *, now: datetime, after: float | None = None
+                        ) -> timedelta | None:
+    """How long a planned or sending edition has not moved, if that is at least
+    `after` seconds (default NEWSROOM_STALL_AFTER); None while it is healthy.
+
+    Paused and finished editions never stall: they are not meant to move.
+    """
+    if edition.status not in Edition.ACTIVE:
+        return None
+    moved = edition_moved_at(edition)
+    if moved is None:
+        return None
+    idle = now - moved
+    limit = settings.NEWSROOM_STALL_AFTER if after is None else after
+    return idle if idle.total_seconds() >= limit else None
+
+
+def edition_is_stalled(edition: Edition, *, now: datetime, after: float | None = None) -> bool:
+    """The stalled rule, in one place: see edition_stalled_for."""
+    return edition_stalled_for(edition, now=now, after=after) is not None
+
+
+# Only these fields are needed by the rule: callers load them with .only(*STALL_FIELDS).
+STALL_FIELDS = ("id", "kind", "status", "last_progress_at", "started_at", "created_at",
+                "scheduled_at")
+
+
+def editions_stalled(*, now: datetime) -> list[Edition]:
+    """Planned and sending editions that are stalled now. There are few active
+    editions at any time, so the rule runs in Python rather than twice in SQL."""
+    active = Edition.objects.filter(status__in=Edition.ACTIVE).only(*STALL_FIELDS)
+    return [edition for edition in active if edition_is_stalled(edition, now=now)]
+
+
+# --- Words --------------------------------------------------------------------------------
+
+
+def duration_text(seconds: float) -> str:
+    """Seconds under a minute, minutes under an hour: '20 s', '4 min 5 s', '2 h 10 min'."""
+    seconds = int(max(0, seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        minutes, rest = divmod(seconds, 60)
+        return f"{minutes} min {rest} s" if rest and minutes < 10 else f"{minutes} min"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60} min"
+
+
+def eta_text(eta: datetime | None, *, now: datetime) -> str:
+    """'in 20 s', not Django's 'in 0 minutes'; '—' while the rate is unknown."""
+    if eta is None:
+        return "—"
+    left = (eta - now).total_seconds()
+    return "any moment now" if left < 1 else f"in {duration_text(left)}"
+
+
+def stalled_text(idle: timedelta) -> str:
+    return f"Stalled: no progress for {duration_text(idle.total_seconds())}"
+
+
+def edition_audience_text(edition: Edition,
+                          *, category_names: Mapping[int, str] | None = None) -> str:
+    """Whom the edition's audience rule chose, in words: 'Politics · readers who
+    want alerts', 'Daily digest · readers due at 07:00 Europe/Berlin'.
+
+    Reads the category's name unless `category_names` has it; a rule of an
+    unknown shape is shown as it is stored rather than hidden.
+    """
+    audience = edition.audience or {}
+    if edition.kind == Edition.Kind.ALERT and "category_id" in audience:
+        category_id = audience["category_id"]
+        if category_names is not None and category_id in category_names:
+            name = category_names[category_id]
+        else:
+            name = (Category.objects.filter(pk=category_id).values_list("name", flat=True)
+                    .first() or f"category #{category_id} (deleted)")
+        return f"{name} · readers who want alerts"
+    if edition.kind == Edition.Kind.DIGEST and "slots" in audience:
+        frequency = str(audience.get("frequency") or edition.frequency or "").capitalize()
+        slots = [f"{int(hour):02d}:00 {tz}" for tz, hour in audience["slots"]]
+        shown = ", ".join(slots[:AUDIENCE_SLOTS_SHOWN])
+        if len(slots) > AUDIENCE_SLOTS_SHOWN:
+            shown += f" and {len(slots) - AUDIENCE_SLOTS_SHOWN} more time zones and hours"
+        return f"{frequency} digest · readers due at {shown or 'no hour'}"
+    return json.dumps(audience, ensure_ascii=False)
