@@ -62,6 +62,7 @@ from subscriptions.models import (
 )
 from subscriptions.selectors import (
     edition_audience_text,
+    edition_sent_by_revision,
     edition_stalled_for,
     eta_text,
     stalled_text,
@@ -597,6 +598,7 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 "status_counts": [
                     (label, counts[value]) for value, label in Delivery.Status.choices
                 ],
+                "sent_by_revision": edition_sent_by_revision(edition),
                 "recent_failed": list(
                     Delivery.objects.filter(edition=edition, status=Delivery.Status.FAILED)
                     .select_related("subscriber").only(

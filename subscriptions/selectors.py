@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import Count
 
 from newsroom.models import Category
-from subscriptions.models import Edition
+from subscriptions.models import Delivery, Edition
 
 AUDIENCE_SLOTS_SHOWN = 6
 
@@ -121,3 +122,16 @@ def edition_audience_text(edition: Edition,
             shown += f" and {len(slots) - AUDIENCE_SLOTS_SHOWN} more time zones and hours"
         return f"{frequency} digest · readers due at {shown or 'no hour'}"
     return json.dumps(audience, ensure_ascii=False)
+
+
+def edition_sent_by_revision(edition: Edition) -> list[tuple[int, int, bool]]:
+    """An alert's sent deliveries per story revision: (revision, count, is current),
+    so an editor sees how many readers got a version corrected since."""
+    if edition.kind != Edition.Kind.ALERT:
+        return []
+    story = edition.stories.only("revision").first()
+    current = story.revision if story is not None else None
+    rows = (Delivery.objects.filter(edition=edition, status=Delivery.Status.SENT)
+            .exclude(revision=None).order_by().values("revision")
+            .annotate(n=Count("id")).values_list("revision", "n"))
+    return [(revision, n, revision == current) for revision, n in sorted(rows)]

@@ -132,3 +132,24 @@ def test_a_digest_audience_names_its_hours_and_time_zones():
 def test_an_audience_of_unknown_shape_is_shown_as_stored():
     odd = _edition(kind="alert", audience={"segment": "vip"})
     assert edition_audience_text(odd) == '{"segment": "vip"}'
+
+
+@pytest.mark.django_db
+def test_an_alerts_sent_deliveries_are_counted_per_story_revision():
+    from newsroom.models import Story
+    from subscriptions.models import Delivery
+    from subscriptions.selectors import edition_sent_by_revision
+    from tests.subscriptions.factories import category, subscriber
+
+    cat = category("policy")
+    story = Story.objects.create(headline="Vote", slug="vote", category=cat, body="Text.")
+    story.save()  # revision 2
+    edition = Edition.objects.create(
+        key="alert:story:x", kind=Edition.Kind.ALERT, scheduled_at=datetime.now(UTC),
+        audience={"category_id": cat.pk})
+    edition.stories.set([story])
+    for i, (status, revision) in enumerate([("sent", 1), ("sent", 1), ("sent", 2),
+                                            ("queued", None), ("failed", None)]):
+        Delivery.objects.create(edition=edition, subscriber=subscriber(f"r{i}@example.com"),
+                                status=status, revision=revision)
+    assert edition_sent_by_revision(edition) == [(1, 2, False), (2, 1, True)]
