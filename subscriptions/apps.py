@@ -9,6 +9,7 @@ class SubscriptionsConfig(AppConfig):
     def ready(self) -> None:
         from anymail.signals import tracking
 
+        from subscriptions import checks  # noqa: F401 - registers the system checks
         from subscriptions.receivers import tracking_event_received
 
         tracking.connect(tracking_event_received, dispatch_uid="subscriptions.tracking")
