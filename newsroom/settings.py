@@ -152,6 +152,25 @@ elif urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
         f"REDIS_URL must start with redis://, rediss:// or unix://, not {REDIS_URL!r}"
     )
 
+# --- Embedded services: the quick start's, never production's by accident ---------
+
+# A site that looks public (https, or DEBUG off on a non-loopback host) must name
+# its database and Redis: a worker on another machine that forgot REDIS_URL would
+# otherwise use a private, empty Redis and consume nothing. NEWSROOM_EMBEDDED=1
+# accepts the embedded SQLite/Redis anyway (a one-machine install, the tests).
+NEWSROOM_EMBEDDED = _env_bool("NEWSROOM_EMBEDDED")
+_PUBLIC_SITE = SITE_IS_HTTPS or (not DEBUG and _site.hostname not in {"localhost", "127.0.0.1",
+                                                                        "::1"})
+_embedded = {"DATABASE_URL": "SQLite", "REDIS_URL": "Redis"}
+_unset = [name for name in _embedded if not _env(name)]
+if _PUBLIC_SITE and _unset and not NEWSROOM_EMBEDDED:
+    raise ImproperlyConfigured(
+        f"{' and '.join(_unset)} not set, yet SITE_URL {SITE_URL} is a public site. "
+        f"Point {' and '.join(_unset)} at your servers, or set NEWSROOM_EMBEDDED=1 to use "
+        f"the embedded {' and '.join(_embedded[name] for name in _unset)} in {DATA_DIR} "
+        "on purpose."
+    )
+
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -9,6 +9,7 @@ prints them.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shlex
 import sys
@@ -105,6 +106,13 @@ class Command(BaseCommand):
                 self.stdout.write(f"{name}: {shlex.join(argv)}")
             return
 
+        # The embedded Redis runs exactly as long as this command (nobody else starts it).
+        redis_up = (embedded_redis.serving(settings.DATA_DIR) if settings.REDIS_EMBEDDED
+                    else contextlib.nullcontext())
+        with redis_up:
+            self._prepare_and_run(options, processes)
+
+    def _prepare_and_run(self, options: dict, processes: dict[str, list[str]]) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         if not options["no_seeds"]:
@@ -143,10 +151,6 @@ class Command(BaseCommand):
         manager = Manager(Printer(sys.stdout))
         for name, argv in processes.items():
             manager.add_process(name, shlex.join(argv), cwd=str(settings.BASE_DIR))
-        try:
-            manager.loop()
-        finally:
-            if settings.REDIS_EMBEDDED:
-                embedded_redis.stop(settings.DATA_DIR)
+        manager.loop()
         if manager.returncode not in (0, 130, 143, None):
             raise CommandError(f"a process stopped unexpectedly (exit {manager.returncode})")
