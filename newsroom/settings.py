@@ -6,6 +6,7 @@ an embedded Redis in the data folder, and outgoing mail written as `.eml` files.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -88,6 +89,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "anymail",
+    "axes",
     "newsroom",
     "subscriptions",
 ]
@@ -99,8 +101,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "newsroom.middleware.SessionIdleRenewalMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "newsroom.middleware.AdminLookupGuardMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lock-out into its 429 page
 ]
 
 ROOT_URLCONF = "newsroom.urls"
@@ -302,6 +307,37 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+
+# Admin login brute force (django-axes): NEWSROOM_LOGIN_FAILURE_LIMIT wrong
+# passwords for one username from one client lock that pair out for
+# NEWSROOM_LOGIN_COOLOFF_MINUTES, even with the right password; a success resets
+# the count. Per pair rather than per account, so nobody can lock an editor out
+# from elsewhere. The client is the address the sign-up limits use (behind
+# NEWSROOM_TRUSTED_PROXY_HOPS proxies, an IPv6 /64 as one). Unlock early with
+# `manage.py axes_reset_username <name>` (or axes_reset to clear all).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked pair before any check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = _env_int("NEWSROOM_LOGIN_FAILURE_LIMIT", 5)
+_cooloff_minutes = _env_int("NEWSROOM_LOGIN_COOLOFF_MINUTES", 15)
+if AXES_FAILURE_LIMIT <= 0 or _cooloff_minutes <= 0:
+    raise ImproperlyConfigured(
+        "NEWSROOM_LOGIN_FAILURE_LIMIT and NEWSROOM_LOGIN_COOLOFF_MINUTES must be > 0"
+    )
+AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "subscriptions.ratelimit.login_client_address"
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+
+# Staff sessions end after NEWSROOM_ADMIN_IDLE_MINUTES without a request: that is
+# the session's lifetime, and newsroom.middleware.SessionIdleRenewalMiddleware
+# renews it while the user is active (see its docstring).
+NEWSROOM_ADMIN_IDLE_MINUTES = _env_int("NEWSROOM_ADMIN_IDLE_MINUTES", 30)
+if NEWSROOM_ADMIN_IDLE_MINUTES <= 0:
+    raise ImproperlyConfigured("NEWSROOM_ADMIN_IDLE_MINUTES must be a number of minutes > 0")
+SESSION_COOKIE_AGE = NEWSROOM_ADMIN_IDLE_MINUTES * 60
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = _env("NEWSROOM_TIME_ZONE", "UTC")

@@ -152,6 +152,19 @@ def test_the_embedded_services_on_a_public_site_are_an_explicit_choice(load):
         load(**PUBLIC, NEWSROOM_EMBEDDED="sure")
 
 
+def test_admin_login_and_session_limits(load):
+    conf = load(DJANGO_SECRET_KEY=SECRET)
+    assert conf["AXES_FAILURE_LIMIT"] == 5 and conf["AXES_COOLOFF_TIME"].total_seconds() == 900
+    assert conf["AUTHENTICATION_BACKENDS"][0] == "axes.backends.AxesStandaloneBackend"
+    assert conf["SESSION_COOKIE_AGE"] == 1800
+    assert load(DJANGO_SECRET_KEY=SECRET, NEWSROOM_ADMIN_IDLE_MINUTES="5")[
+        "SESSION_COOKIE_AGE"] == 300
+    for name in ("NEWSROOM_ADMIN_IDLE_MINUTES", "NEWSROOM_LOGIN_FAILURE_LIMIT",
+                 "NEWSROOM_LOGIN_COOLOFF_MINUTES"):
+        with pytest.raises(ImproperlyConfigured, match=name):
+            load(DJANGO_SECRET_KEY=SECRET, **{name: "0"})
+
+
 def test_log_format_must_be_known(load):
     assert load(DJANGO_SECRET_KEY=SECRET, LOG_FORMAT="json")["LOGGING"]["handlers"]["console"][
         "formatter"
