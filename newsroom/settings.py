@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from newsroom import embedded_redis
 from newsroom.mailconfig import email_settings
+from newsroom.private_files import private_file, private_folder
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -77,8 +78,7 @@ if DEBUG:
     ALLOWED_HOSTS += [host for host in _LOOPBACK if host not in ALLOWED_HOSTS]
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS") or [f"{_site.scheme}://{_site.netloc}"]
 
-DATA_DIR = Path(_env("NEWSROOM_DATA_DIR") or BASE_DIR / "var").resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATA_DIR = private_folder(Path(_env("NEWSROOM_DATA_DIR") or BASE_DIR / "var").resolve())
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -135,6 +135,9 @@ try:
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django knows: {exc}") from exc
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    _sqlite_name = str(DATABASES["default"]["NAME"])
+    if _sqlite_name not in {"", ":memory:"} and Path(_sqlite_name).parent.is_dir():
+        private_file(Path(_sqlite_name))  # 0600 from the start; SQLite gives -wal/-shm its mode
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # WAL and a busy timeout let the web server and workers share the file.
     DATABASES["default"]["OPTIONS"] = {
