@@ -80,3 +80,54 @@ def session_renewed_at_login(sender: Any, request: HttpRequest, user: Any, **kwa
     """A login saves the session anyway: stamp it, so the next request writes nothing."""
     if getattr(request, "session", None) is not None:
         request.session[RENEWED] = int(time.time())
+
+
+# Scripts only from our own origin (Django's admin has no inline scripts either);
+# styles too, except where a response says it shows email HTML (see below).
+# Images may come from any https host: story bodies link them.
+CONTENT_SECURITY_POLICY = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self' https: data:",
+    "object-src": "'none'",
+    "base-uri": "'none'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
+
+
+def _policy(*, inline_styles: bool) -> str:
+    directives = dict(CONTENT_SECURITY_POLICY)
+    if inline_styles:
+        directives["style-src"] += " 'unsafe-inline'"
+    return "; ".join(f"{name} {value}" for name, value in directives.items())
+
+
+def allow_inline_styles(response: HttpResponse) -> HttpResponse:
+    """Mark a response that shows email HTML: mail clients need inline CSS, so
+    css-inline writes `style` attributes, and a srcdoc iframe inherits its page's
+    policy. Scripts stay refused."""
+    response.csp_inline_styles = True
+    return response
+
+
+class ContentSecurityPolicyMiddleware:
+    """A Content-Security-Policy header on every response (Django 5.2 has none).
+
+    Our own pages carry no inline script or style (their CSS is in static
+    files), so the policy is strict: only `allow_inline_styles` responses get
+    'unsafe-inline' for styles. A response that already has a policy keeps it.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.strict = _policy(inline_styles=False)
+        self.inline_styles = _policy(inline_styles=True)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "Content-Security-Policy" not in response:
+            relaxed = getattr(response, "csp_inline_styles", False)
+            response["Content-Security-Policy"] = self.inline_styles if relaxed else self.strict
+        return response

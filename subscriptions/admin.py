@@ -47,6 +47,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timeuntil
 
 from newsroom.admin_mixins import ReadOnlyAdminMixin
+from newsroom.middleware import allow_inline_styles
 from newsroom.models import Category
 from newsroom.ops.samples import edition_rate_chart
 from subscriptions.models import (
@@ -782,9 +783,10 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if form.is_valid() and (subscriber := self._find_subscriber(form)) is not None:
             extra.update(self._preview(edition, subscriber))
         request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.preview_template, self._context(
+        # The iframe's srcdoc inherits this page's CSP, and the mail's CSS is inline.
+        return allow_inline_styles(TemplateResponse(request, self.preview_template, self._context(
             request, edition, f"Preview: {edition}", **extra,
-        ))
+        )))
 
     def _preview(self, edition: Edition, subscriber: Subscriber) -> dict[str, Any]:
         delivery = Delivery.objects.filter(edition=edition, subscriber=subscriber).first()

@@ -84,7 +84,8 @@ def procfile(*, host: str, port: int, flower_port: int, concurrency: int) -> dic
     data = settings.DATA_DIR
     return {
         "web": [
-            python, "-m", "gunicorn", "newsroom.wsgi", f"--bind={host}:{port}",
+            python, "-m", "gunicorn", "--config=python:newsroom.gunicorn_conf", "newsroom.wsgi",
+            f"--bind={host}:{port}",
             "--workers=2", "--access-logfile=-", "--graceful-timeout=10",
         ],
         # Alerts have a worker of their own, so a running digest never delays one.
