@@ -25,7 +25,7 @@ def esp_webhook_credentials(app_configs, **kwargs) -> list[Warning]:
     return [Warning(
         f"The {esp} tracking webhook (/anymail/{esp}/tracking/) refuses every event: "
         f"{variables} {'is' if len(missing) == 1 else 'are'} not set.",
-        hint="Set them (the same values as in the ESP's webhook settings); until then "
+        hint="Use the values configured in the ESP's webhook settings; until then "
              "bounces and complaints from the ESP are not recorded.",
         id="newsroom.W001",
     )]
