@@ -29,6 +29,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from newsroom import services
+from newsroom.middleware import allow_inline_styles
 from newsroom.models import Category, Operations, Source, Story
 from newsroom.ops.views import OperationsAdmin
 from newsroom.rendering import render_html
@@ -422,7 +423,9 @@ class StoryAdmin(admin.ModelAdmin):
             "media": self.media,
         }
         request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.alert_confirmation_template, context)
+        # Its preview frames show the email's HTML, whose CSS is inlined.
+        return allow_inline_styles(
+            TemplateResponse(request, self.alert_confirmation_template, context))
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "",

@@ -1,5 +1,4 @@
 from django.apps import AppConfig
-from django.conf import settings
 
 
 class NewsroomConfig(AppConfig):
@@ -8,9 +7,11 @@ class NewsroomConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Starts no process: only runall and the test suite run the embedded Redis
+        # (newsroom/embedded_redis.py), so no other command leaves one behind.
+        from django.contrib.auth.signals import user_logged_in
+
+        from newsroom.middleware import session_renewed_at_login
         from newsroom.ops import broker  # noqa: F401 - stamps each task with its publish time
 
-        if settings.REDIS_EMBEDDED:
-            from newsroom import embedded_redis
-
-            embedded_redis.ensure_running(settings.DATA_DIR)
+        user_logged_in.connect(session_renewed_at_login, dispatch_uid="newsroom.session_renewed")

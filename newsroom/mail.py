@@ -28,7 +28,7 @@ class OutboxBackend(BaseEmailBackend):
         self.folder = Path(file_path or settings.EMAIL_FILE_PATH)
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # addresses inside
         for message in email_messages:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
             final = self.folder / f"{stamp}-{uuid.uuid4().hex[:8]}.eml"
@@ -39,7 +39,7 @@ class OutboxBackend(BaseEmailBackend):
 
     def send_prebuilt(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
         """Write messages built by `subscriptions.mime` as they are."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # addresses inside
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         outcomes = []
         for envelope in envelopes:

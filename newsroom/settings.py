@@ -6,6 +6,7 @@ an embedded Redis in the data folder, and outgoing mail written as `.eml` files.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from newsroom import embedded_redis
 from newsroom.mailconfig import email_settings
+from newsroom.private_files import private_file, private_folder
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -76,8 +78,7 @@ if DEBUG:
     ALLOWED_HOSTS += [host for host in _LOOPBACK if host not in ALLOWED_HOSTS]
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS") or [f"{_site.scheme}://{_site.netloc}"]
 
-DATA_DIR = Path(_env("NEWSROOM_DATA_DIR") or BASE_DIR / "var").resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATA_DIR = private_folder(Path(_env("NEWSROOM_DATA_DIR") or BASE_DIR / "var").resolve())
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -88,19 +89,24 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "anymail",
+    "axes",
     "newsroom",
     "subscriptions",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "newsroom.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "newsroom.middleware.SessionIdleRenewalMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "newsroom.middleware.AdminLookupGuardMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lock-out into its 429 page
 ]
 
 ROOT_URLCONF = "newsroom.urls"
@@ -130,6 +136,9 @@ try:
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django knows: {exc}") from exc
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    _sqlite_name = str(DATABASES["default"]["NAME"])
+    if _sqlite_name not in {"", ":memory:"} and Path(_sqlite_name).parent.is_dir():
+        private_file(Path(_sqlite_name))  # 0600 from the start; SQLite gives -wal/-shm its mode
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # WAL and a busy timeout let the web server and workers share the file.
     DATABASES["default"]["OPTIONS"] = {
@@ -150,6 +159,25 @@ if REDIS_EMBEDDED:
 elif urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
     raise ImproperlyConfigured(
         f"REDIS_URL must start with redis://, rediss:// or unix://, not {REDIS_URL!r}"
+    )
+
+# --- Embedded services: the quick start's, never production's by accident ---------
+
+# A site that looks public (https, or DEBUG off on a non-loopback host) must name
+# its database and Redis: a worker on another machine that forgot REDIS_URL would
+# otherwise use a private, empty Redis and consume nothing. NEWSROOM_EMBEDDED=1
+# accepts the embedded SQLite/Redis anyway (a one-machine install, the tests).
+NEWSROOM_EMBEDDED = _env_bool("NEWSROOM_EMBEDDED")
+_PUBLIC_SITE = SITE_IS_HTTPS or (not DEBUG and _site.hostname not in {"localhost", "127.0.0.1",
+                                                                        "::1"})
+_embedded = {"DATABASE_URL": "SQLite", "REDIS_URL": "Redis"}
+_unset = [name for name in _embedded if not _env(name)]
+if _PUBLIC_SITE and _unset and not NEWSROOM_EMBEDDED:
+    raise ImproperlyConfigured(
+        f"{' and '.join(_unset)} not set, yet SITE_URL {SITE_URL} is a public site. "
+        f"Point {' and '.join(_unset)} at your servers, or set NEWSROOM_EMBEDDED=1 to use "
+        f"the embedded {' and '.join(_embedded[name] for name in _unset)} in {DATA_DIR} "
+        "on purpose."
     )
 
 CACHES = {
@@ -286,6 +314,37 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "admin:login"
 
+# Admin login brute force (django-axes): NEWSROOM_LOGIN_FAILURE_LIMIT wrong
+# passwords for one username from one client lock that pair out for
+# NEWSROOM_LOGIN_COOLOFF_MINUTES, even with the right password; a success resets
+# the count. Per pair rather than per account, so nobody can lock an editor out
+# from elsewhere. The client is the address the sign-up limits use (behind
+# NEWSROOM_TRUSTED_PROXY_HOPS proxies, an IPv6 /64 as one). Unlock early with
+# `manage.py axes_reset_username <name>` (or axes_reset to clear all).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked pair before any check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = _env_int("NEWSROOM_LOGIN_FAILURE_LIMIT", 5)
+_cooloff_minutes = _env_int("NEWSROOM_LOGIN_COOLOFF_MINUTES", 15)
+if AXES_FAILURE_LIMIT <= 0 or _cooloff_minutes <= 0:
+    raise ImproperlyConfigured(
+        "NEWSROOM_LOGIN_FAILURE_LIMIT and NEWSROOM_LOGIN_COOLOFF_MINUTES must be > 0"
+    )
+AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "subscriptions.ratelimit.login_client_address"
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+
+# Staff sessions end after NEWSROOM_ADMIN_IDLE_MINUTES without a request: that is
+# the session's lifetime, and newsroom.middleware.SessionIdleRenewalMiddleware
+# renews it while the user is active (see its docstring).
+NEWSROOM_ADMIN_IDLE_MINUTES = _env_int("NEWSROOM_ADMIN_IDLE_MINUTES", 30)
+if NEWSROOM_ADMIN_IDLE_MINUTES <= 0:
+    raise ImproperlyConfigured("NEWSROOM_ADMIN_IDLE_MINUTES must be a number of minutes > 0")
+SESSION_COOKIE_AGE = NEWSROOM_ADMIN_IDLE_MINUTES * 60
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = _env("NEWSROOM_TIME_ZONE", "UTC")
 USE_I18N = True
@@ -334,5 +393,8 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "axes.apps": {"level": "WARNING"},  # its start-up banner, in every process
+    },
 }

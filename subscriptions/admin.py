@@ -49,6 +49,7 @@ from django.utils.formats import date_format
 from django.utils.html import conditional_escape, format_html, format_html_join
 
 from newsroom.admin_mixins import ReadOnlyAdminMixin
+from newsroom.middleware import allow_inline_styles
 from newsroom.models import Category
 from newsroom.ops.samples import edition_rate_chart
 from subscriptions.edition_content import ContentError
@@ -62,7 +63,7 @@ from subscriptions.models import (
 )
 from subscriptions.selectors import (
     edition_audience_text,
-    edition_sent_by_revision,
+    edition_delivery_counts,
     edition_stalled_for,
     eta_text,
     stalled_text,
@@ -579,12 +580,6 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     # --- Change page ----------------------------------------------------------------
 
-    def status_counts(self, edition: Edition) -> dict[str, int]:
-        """Deliveries per status, in one aggregate query."""
-        return Delivery.objects.filter(edition=edition).aggregate(**{
-            status: Count("pk", filter=Q(status=status)) for status in Delivery.Status.values
-        })
-
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "",
         extra_context: dict[str, Any] | None = None,
@@ -592,13 +587,13 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         edition = self.get_object(request, unquote(object_id))
         context = dict(extra_context or {})
         if edition is not None:
-            counts = self.status_counts(edition)
+            counts, sent_by_revision = edition_delivery_counts(edition)
             context.update(self._live_context(request, edition))
             context.update({
                 "status_counts": [
                     (label, counts[value]) for value, label in Delivery.Status.choices
                 ],
-                "sent_by_revision": edition_sent_by_revision(edition),
+                "sent_by_revision": sent_by_revision,
                 "recent_failed": list(
                     Delivery.objects.filter(edition=edition, status=Delivery.Status.FAILED)
                     .select_related("subscriber").only(
@@ -881,9 +876,10 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if form.is_valid() and (subscriber := self._find_subscriber(form)) is not None:
             extra.update(self._preview(edition, subscriber))
         request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.preview_template, self._context(
+        # The iframe's srcdoc inherits this page's CSP, and the mail's CSS is inline.
+        return allow_inline_styles(TemplateResponse(request, self.preview_template, self._context(
             request, edition, f"Preview: {edition}", **extra,
-        ))
+        )))
 
     def _preview(self, edition: Edition, subscriber: Subscriber) -> dict[str, Any]:
         delivery = Delivery.objects.filter(edition=edition, subscriber=subscriber).first()

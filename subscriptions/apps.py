@@ -10,6 +10,7 @@ class SubscriptionsConfig(AppConfig):
         from anymail.signals import tracking
 
         from newsroom.signals import story_unpublished
+        from subscriptions import checks  # noqa: F401 - registers the system checks
         from subscriptions.receivers import story_unpublished_received, tracking_event_received
 
         tracking.connect(tracking_event_received, dispatch_uid="subscriptions.tracking")

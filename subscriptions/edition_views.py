@@ -6,6 +6,7 @@ from django.core import signing
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.cache import cache_control
 
+from newsroom.middleware import allow_inline_styles
 from newsroom.models import Category, Story
 from subscriptions import edition_content
 from subscriptions.edition_content import ViewKey
@@ -45,4 +46,4 @@ def edition_view(request: HttpRequest, token: str) -> HttpResponse:
     # A reader's own links become the sign-up page's: the page is shared.
     response = HttpResponse(edition_content.fill_generic(content.html))
     response["X-Robots-Tag"] = "noindex"
-    return response
+    return allow_inline_styles(response)  # email HTML: its CSS is inlined

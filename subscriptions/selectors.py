@@ -124,14 +124,21 @@ def edition_audience_text(edition: Edition,
     return json.dumps(audience, ensure_ascii=False)
 
 
-def edition_sent_by_revision(edition: Edition) -> list[tuple[int, int, bool]]:
-    """An alert's sent deliveries per story revision: (revision, count, is current),
-    so an editor sees how many readers got a version corrected since."""
-    if edition.kind != Edition.Kind.ALERT:
-        return []
-    story = edition.stories.only("revision").first()
-    current = story.revision if story is not None else None
-    rows = (Delivery.objects.filter(edition=edition, status=Delivery.Status.SENT)
-            .exclude(revision=None).order_by().values("revision")
-            .annotate(n=Count("id")).values_list("revision", "n"))
-    return [(revision, n, revision == current) for revision, n in sorted(rows)]
+def edition_delivery_counts(edition: Edition) -> tuple[dict[str, int], list[tuple[int, int, bool]]]:
+    """Deliveries per status, and an alert's sent deliveries per story revision as
+    (revision, count, is current), so an editor sees how many readers got a version
+    corrected since; one GROUP BY over the edition's rows."""
+    by_status = dict.fromkeys(Delivery.Status.values, 0)
+    sent_by_revision: dict[int, int] = {}
+    for status, revision, n in (Delivery.objects.filter(edition=edition).order_by()
+                                .values("status", "revision").annotate(n=Count("id"))
+                                .values_list("status", "revision", "n")):
+        by_status[status] += n
+        if status == Delivery.Status.SENT and revision is not None:
+            sent_by_revision[revision] = n
+    current = None
+    if sent_by_revision and edition.kind == Edition.Kind.ALERT:
+        story = edition.stories.only("revision").first()
+        current = story.revision if story is not None else None
+    return by_status, [(revision, n, revision == current)
+                       for revision, n in sorted(sent_by_revision.items())]

@@ -9,8 +9,26 @@ WORKER_QUEUES = "priority,default,alerts,digests"
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _redis():
+    """The embedded test Redis (var/test/redis/) for this run, stopped at its end.
+
+    Started here rather than by the settings or an app's ready(), so that
+    `--collect-only` starts nothing and no run leaves a redis-server behind;
+    overlapping runs share it (embedded_redis.serving). With REDIS_URL set the
+    suite uses that server and starts none.
+    """
+    if not settings.REDIS_EMBEDDED:
+        yield
+        return
+    from newsroom import embedded_redis
+
+    with embedded_redis.serving(settings.DATA_DIR):
+        yield
+
+
 @pytest.fixture(autouse=True)
-def _clear_cache():
+def _clear_cache(_redis):
     """Each test starts with an empty cache (it lives in a real Redis).
 
     Only the test key prefix is removed: FLUSHDB would also wipe the Celery

@@ -35,7 +35,9 @@ class Worker:
         self.queues = queues
         self.env = process_env(
             keep_servers=True, DJANGO_SETTINGS_MODULE="tests.settings",
-            DATABASE_URL=database_url(), NEWSROOM_DATA_DIR=str(settings.DATA_DIR),
+            # The suite's own Redis, named explicitly: workers start none.
+            DATABASE_URL=database_url(), REDIS_URL=settings.REDIS_URL,
+            NEWSROOM_DATA_DIR=str(settings.DATA_DIR),
             EMAIL_URL=f"smtp://127.0.0.1:{smtp_port}", **env,
         )
         self.concurrency = concurrency

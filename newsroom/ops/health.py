@@ -4,12 +4,15 @@
 a restart is never triggered by a database or Redis outage (restarting the web
 process would not fix either). /readyz checks the two things a request needs,
 each on a fresh connection with a short timeout, so a dead dependency gives a
-prompt 503 naming it rather than a hung probe.
+prompt 503 rather than a hung probe. Anyone gets pass or fail; which check
+failed, its timing and error (host names, ports) only a caller with the
+metrics bearer token: those details help an attacker map the network.
 """
 
 from __future__ import annotations
 
 import copy
+import hmac
 import json
 import logging
 import time
@@ -112,6 +115,16 @@ def broker_check(timeout: int | None = None) -> Check:
     return _timed("broker", probe)
 
 
+def metrics_token_valid(request: HttpRequest) -> bool:
+    """Whether the request carries `Authorization: Bearer <NEWSROOM_METRICS_TOKEN>`
+    (compared in constant time); never, while no token is configured."""
+    expected = settings.NEWSROOM_METRICS_TOKEN
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if not expected or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
 def readiness() -> list[Check]:
     return [database_check(), broker_check()]
 
@@ -126,11 +139,15 @@ def healthz(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_safe
 def readyz(request: HttpRequest) -> HttpResponse:
-    """200 when the database and the broker answer, else 503 naming what failed."""
+    """200 when the database and the broker answer, else 503; the details (which
+    failed, timings, errors) only for the metrics bearer token."""
     checks = readiness()
     ready = all(check.ok for check in checks)
-    body = {
-        "status": "ok" if ready else "unavailable",
+    body: dict = {"status": "ok" if ready else "unavailable"}
+    if not metrics_token_valid(request):
+        return HttpResponse(json.dumps(body) + "\n", content_type="application/json",
+                            status=200 if ready else 503)
+    body |= {
         "checks": {
             check.name: {"ok": check.ok, "ms": round(check.seconds * 1000, 1),
                          **({"error": check.error} if check.error else {})}

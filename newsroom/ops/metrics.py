@@ -13,7 +13,6 @@ out and `newsroom_scrape_section_ok{section}` turns 0, so the rest still arrive.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -36,7 +35,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 
 from newsroom.ops import broker, canary
-from newsroom.ops.health import redis_client, redis_url
+from newsroom.ops.health import metrics_token_valid, redis_client, redis_url
 from subscriptions.models import Edition, TrackingEvent
 from subscriptions.selectors import editions_stalled
 
@@ -320,11 +319,6 @@ REGISTRY.register(NewsroomCollector())
 
 # --- The endpoint -------------------------------------------------------------------------
 
-def _bearer(request: HttpRequest) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
 @never_cache
 @require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
@@ -333,10 +327,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     Without a configured token the endpoint does not exist (404), so it is never
     open by accident; the token is compared in constant time.
     """
-    expected = settings.NEWSROOM_METRICS_TOKEN
-    if not expected:
+    if not settings.NEWSROOM_METRICS_TOKEN:
         return HttpResponseNotFound("not found\n", content_type="text/plain")
-    if not hmac.compare_digest(_bearer(request).encode(), expected.encode()):
+    if not metrics_token_valid(request):
         response = HttpResponse("a valid bearer token is required\n", status=401,
                                 content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'

@@ -215,7 +215,9 @@ def test_the_demo_account_has_both_roles_and_the_banner_says_so(client, politics
     assert set(user.groups.values_list("name", flat=True)) == {"Editors", "Operations"}
     assert not user.is_superuser
 
-    client.login(username=runall.DEMO_EDITOR, password=password)
+    signed_in = client.post(reverse("admin:login"),
+                            {"username": runall.DEMO_EDITOR, "password": password})
+    assert signed_in.status_code == 302  # the printed password works (through axes)
     story = _story(politics)
     published = client.post(STORIES, {"action": "publish", "post": "yes",
                                        ACTION_CHECKBOX_NAME: [story.pk]})

@@ -80,6 +80,12 @@ def test_runall_serves_and_stops_cleanly(tmp_path):
         credentials = (data / "flower-credentials").read_text().strip().split(":", 1)
         wait_for(lambda: _get(flower, credentials), 60, "Flower")
         assert requests.get(flower, timeout=5).status_code == 401  # auth is on
+        # The password is on no command line (`ps` shows those to every local user).
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                assert credentials[1].encode() not in cmdline.read_bytes(), cmdline
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue  # gone meanwhile
         for name in ("web", "alerts", "worker", "beat", "flower"):
             assert f"{name} started" in log()
         assert " stopped (rc=" not in log(), log()

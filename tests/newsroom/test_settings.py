@@ -98,7 +98,8 @@ def test_site_url_must_be_absolute(load):
 
 
 def test_allowed_hosts_follow_site_url(load):
-    conf = load(DJANGO_SECRET_KEY=SECRET, SITE_URL="https://news.example.com/")
+    conf = load(DJANGO_SECRET_KEY=SECRET, SITE_URL="https://news.example.com/",
+                NEWSROOM_EMBEDDED="1")
     assert conf["ALLOWED_HOSTS"] == ["news.example.com"]
     assert conf["SITE_URL"] == "https://news.example.com"
     assert conf["CSRF_TRUSTED_ORIGINS"] == ["https://news.example.com"]
@@ -107,7 +108,8 @@ def test_allowed_hosts_follow_site_url(load):
 
 
 def test_https_site_turns_on_transport_security(load):
-    conf = load(DJANGO_SECRET_KEY=SECRET, SITE_URL="https://news.example.com")
+    conf = load(DJANGO_SECRET_KEY=SECRET, SITE_URL="https://news.example.com",
+                NEWSROOM_EMBEDDED="1")
     assert conf["SECURE_SSL_REDIRECT"] and conf["SESSION_COOKIE_SECURE"]
     assert conf["CSRF_COOKIE_SECURE"] and conf["SECURE_HSTS_SECONDS"] >= 31536000
     plain = load(DJANGO_SECRET_KEY=SECRET, SITE_URL="http://localhost:8000")
@@ -117,6 +119,50 @@ def test_https_site_turns_on_transport_security(load):
 def test_secret_key_fallbacks_for_rotation(load):
     conf = load(DJANGO_SECRET_KEY=SECRET, DJANGO_SECRET_KEY_FALLBACKS="old-one, older-one")
     assert conf["SECRET_KEY_FALLBACKS"] == ["old-one", "older-one"]
+
+
+PUBLIC = {"DJANGO_SECRET_KEY": SECRET, "SITE_URL": "https://news.example.com"}
+SERVERS = {"DATABASE_URL": "postgres://n@db.internal/n", "REDIS_URL": "redis://r.internal/0"}
+
+
+@pytest.mark.parametrize("unset", ["DATABASE_URL", "REDIS_URL"])
+def test_a_public_site_without_its_servers_refuses_to_start(load, unset):
+    env = {**PUBLIC, **{k: v for k, v in SERVERS.items() if k != unset}}
+    with pytest.raises(ImproperlyConfigured, match=f"^{unset} not set, yet SITE_URL "
+                       r"https://news.example.com is a public site.*NEWSROOM_EMBEDDED=1"):
+        load(**env)
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL and REDIS_URL not set"):
+        load(**PUBLIC)
+
+
+def test_debug_off_on_a_public_host_counts_as_public_too(load):
+    with pytest.raises(ImproperlyConfigured, match="REDIS_URL not set"):
+        load(DJANGO_SECRET_KEY=SECRET, SITE_URL="http://news.example.com",
+             DATABASE_URL=SERVERS["DATABASE_URL"])
+    # The same host in development, and the quick start on localhost, need nothing.
+    assert load(DJANGO_DEBUG="1", SITE_URL="http://news.example.com")["REDIS_EMBEDDED"]
+    assert load(DJANGO_SECRET_KEY=SECRET, SITE_URL="http://127.0.0.1:8000")["REDIS_EMBEDDED"]
+
+
+def test_the_embedded_services_on_a_public_site_are_an_explicit_choice(load):
+    conf = load(**PUBLIC, NEWSROOM_EMBEDDED="1")
+    assert conf["REDIS_EMBEDDED"] and conf["DATABASES"]["default"]["ENGINE"].endswith("sqlite3")
+    assert load(**PUBLIC, **SERVERS)["REDIS_EMBEDDED"] is False
+    with pytest.raises(ImproperlyConfigured, match="NEWSROOM_EMBEDDED must be"):
+        load(**PUBLIC, NEWSROOM_EMBEDDED="sure")
+
+
+def test_admin_login_and_session_limits(load):
+    conf = load(DJANGO_SECRET_KEY=SECRET)
+    assert conf["AXES_FAILURE_LIMIT"] == 5 and conf["AXES_COOLOFF_TIME"].total_seconds() == 900
+    assert conf["AUTHENTICATION_BACKENDS"][0] == "axes.backends.AxesStandaloneBackend"
+    assert conf["SESSION_COOKIE_AGE"] == 1800
+    assert load(DJANGO_SECRET_KEY=SECRET, NEWSROOM_ADMIN_IDLE_MINUTES="5")[
+        "SESSION_COOKIE_AGE"] == 300
+    for name in ("NEWSROOM_ADMIN_IDLE_MINUTES", "NEWSROOM_LOGIN_FAILURE_LIMIT",
+                 "NEWSROOM_LOGIN_COOLOFF_MINUTES"):
+        with pytest.raises(ImproperlyConfigured, match=name):
+            load(DJANGO_SECRET_KEY=SECRET, **{name: "0"})
 
 
 def test_log_format_must_be_known(load):
@@ -161,6 +207,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
         DJANGO_SECRET_KEY="k9#Qz" + "f" * 20 + "R2!pL" + "a" * 30 + "Zz8*w",
         SITE_URL="https://news.example.com",
         NEWSROOM_DATA_DIR=str(tmp_path),
+        DATABASE_URL="postgres://newsroom@127.0.0.1:5432/newsroom",  # not connected to
         REDIS_URL="redis://127.0.0.1:6379/15",
         NEWSROOM_NO_BOOTSTRAP="1",
     )

@@ -42,6 +42,8 @@ def test_an_alert_can_be_read_in_a_browser_without_personal_links(client, no_enq
     assert "Dam bursts" in page and "ann@example.com" not in page
     assert "/unsubscribe/" not in page and "@@" not in page
     assert response["X-Robots-Tag"] == "noindex"
+    policy = response["Content-Security-Policy"]  # inline CSS of a mail, never scripts
+    assert "style-src 'self' 'unsafe-inline'" in policy and "script-src 'self';" in policy
 
 
 def test_a_digest_variant_can_be_read_in_a_browser(client, no_enqueue):

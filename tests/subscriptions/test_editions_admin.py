@@ -409,6 +409,9 @@ def test_preview_shows_exactly_what_the_subscriber_gets(sender, politics, reader
     assert headers["List-Id"] == "Newsroom <alerts.politics.lists.testserver>"
     assert "From" in headers
     assert "<script>alert(1)</script>" not in html  # escaped everywhere on the page
+    # The srcdoc frame inherits the page's policy: the mail's inline CSS, no scripts.
+    policy = response["Content-Security-Policy"]
+    assert "style-src 'self' 'unsafe-inline'" in policy and "script-src 'self';" in policy
 
     parser = _Frames()
     parser.feed(html)

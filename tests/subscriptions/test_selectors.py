@@ -138,7 +138,7 @@ def test_an_audience_of_unknown_shape_is_shown_as_stored():
 def test_an_alerts_sent_deliveries_are_counted_per_story_revision():
     from newsroom.models import Story
     from subscriptions.models import Delivery
-    from subscriptions.selectors import edition_sent_by_revision
+    from subscriptions.selectors import edition_delivery_counts
     from tests.subscriptions.factories import category, subscriber
 
     cat = category("policy")
@@ -152,4 +152,6 @@ def test_an_alerts_sent_deliveries_are_counted_per_story_revision():
                                             ("queued", None), ("failed", None)]):
         Delivery.objects.create(edition=edition, subscriber=subscriber(f"r{i}@example.com"),
                                 status=status, revision=revision)
-    assert edition_sent_by_revision(edition) == [(1, 2, False), (2, 1, True)]
+    by_status, by_revision = edition_delivery_counts(edition)
+    assert by_revision == [(1, 2, False), (2, 1, True)]
+    assert by_status == {"queued": 1, "sending": 0, "sent": 3, "failed": 1, "skipped": 0}

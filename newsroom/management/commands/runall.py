@@ -9,6 +9,7 @@ commands under your process supervisor instead; `--print-procfile` prints them.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shlex
 import sys
@@ -22,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from newsroom import embedded_redis
+from newsroom.private_files import private_file, tighten
 
 DEMO_EDITOR = "editor"
 # Both roles: a newcomer tries writing, publishing, alerting and the Operations
@@ -33,13 +35,40 @@ def _credentials_file() -> Path:
     return settings.DATA_DIR / "flower-credentials"
 
 
+# Flower's --conf file is Python (tornado's parse_config_file). It reads the login
+# from the credentials file, so the password is on no command line (`ps` shows
+# those to every local user) and a process supervisor running --print-procfile's
+# commands gets the same protection.
+FLOWER_CONFIG = """\
+# Written by `manage.py runall`: Flower's login, read from flower-credentials.
+from pathlib import Path
+
+basic_auth = [Path(__file__).with_name("flower-credentials").read_text().strip()]
+"""
+
+
 def flower_credentials() -> str:
-    """`user:password` for Flower's basic auth, generated once per data folder."""
-    path = _credentials_file()
-    if not path.exists():
-        path.write_text(f"ops:{secrets.token_urlsafe(18)}")
-        path.chmod(0o600)
-    return path.read_text().strip()
+    """`user:password` for Flower's basic auth, generated once per data folder (0600)."""
+    private_file(_credentials_file(), f"ops:{secrets.token_urlsafe(18)}")
+    return _credentials_file().read_text().strip()
+
+
+def flower_config() -> Path:
+    """Flower's configuration file, which reads its login from the credentials file."""
+    flower_credentials()
+    path = settings.DATA_DIR / "flower-config.py"
+    private_file(path, FLOWER_CONFIG)
+    return path
+
+
+def data_folder_tighten() -> None:
+    """Make a data folder made by an older release private (0700), and the secret
+    files in it 0600: the SQLite database, the secret key, Flower's login."""
+    data = settings.DATA_DIR
+    tighten(data, 0o700)
+    for name in ("newsroom.sqlite3", "newsroom.sqlite3-wal", "newsroom.sqlite3-shm",
+                 "secret_key", "flower-credentials", "flower-config.py"):
+        tighten(data / name, 0o600)
 
 
 def demo_editor_create() -> str | None:
@@ -59,7 +88,8 @@ def procfile(*, host: str, port: int, flower_port: int, concurrency: int) -> dic
     data = settings.DATA_DIR
     return {
         "web": [
-            python, "-m", "gunicorn", "newsroom.wsgi", f"--bind={host}:{port}",
+            python, "-m", "gunicorn", "--config=python:newsroom.gunicorn_conf", "newsroom.wsgi",
+            f"--bind={host}:{port}",
             "--workers=2", "--access-logfile=-", "--graceful-timeout=10",
         ],
         # Alerts have a worker of their own, so a running digest never delays one.
@@ -79,7 +109,7 @@ def procfile(*, host: str, port: int, flower_port: int, concurrency: int) -> dic
         ],
         "flower": [
             python, "-m", "celery", "-A", "newsroom", "flower", f"--address={host}",
-            f"--port={flower_port}", f"--basic-auth={flower_credentials()}",
+            f"--port={flower_port}", f"--conf={flower_config()}",
             f"--db={data / 'flower.db'}", "--persistent=True",
         ],
     }
@@ -109,6 +139,14 @@ class Command(BaseCommand):
                 self.stdout.write(f"{name}: {shlex.join(argv)}")
             return
 
+        data_folder_tighten()
+        # The embedded Redis runs exactly as long as this command (nobody else starts it).
+        redis_up = (embedded_redis.serving(settings.DATA_DIR) if settings.REDIS_EMBEDDED
+                    else contextlib.nullcontext())
+        with redis_up:
+            self._prepare_and_run(options, processes)
+
+    def _prepare_and_run(self, options: dict, processes: dict[str, list[str]]) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         if not options["no_seeds"]:
@@ -150,10 +188,6 @@ class Command(BaseCommand):
         manager = Manager(Printer(sys.stdout))
         for name, argv in processes.items():
             manager.add_process(name, shlex.join(argv), cwd=str(settings.BASE_DIR))
-        try:
-            manager.loop()
-        finally:
-            if settings.REDIS_EMBEDDED:
-                embedded_redis.stop(settings.DATA_DIR)
+        manager.loop()
         if manager.returncode not in (0, 130, 143, None):
             raise CommandError(f"a process stopped unexpectedly (exit {manager.returncode})")

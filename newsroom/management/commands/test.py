@@ -1,7 +1,9 @@
 """`manage.py test` runs the pytest suite; every argument goes to pytest.
 
 The suite uses pytest-django (fixtures, `django_assert_num_queries`) rather
-than Django's unittest runner, so this replaces Django's `test` command.
+than Django's unittest runner, so this replaces Django's `test` command. The
+embedded test Redis is started and stopped by a session fixture
+(tests/conftest.py), so a plain `pytest` run gets it the same way.
 """
 
 import sys
