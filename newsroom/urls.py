@@ -19,7 +19,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
-    path("anymail/", include("anymail.urls")),
+    path("anymail/", include("subscriptions.webhooks")),  # 400 for unreadable bodies
     path("", include("subscriptions.urls")),
     path("", include(app_urls)),
 ]
