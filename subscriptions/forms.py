@@ -8,6 +8,7 @@ say what to do, because they are read out by screen readers on their own.
 from __future__ import annotations
 
 import functools
+import re
 import zoneinfo
 from collections import defaultdict
 
@@ -94,6 +95,17 @@ class TopicField(forms.ModelMultipleChoiceField):
     """Categories as checkboxes whose labels carry the category's description."""
 
     widget = forms.CheckboxSelectMultiple
+
+    def _check_values(self, value):
+        # `pk__in` with a number past a bigint is an OverflowError in the SQLite
+        # driver, a 500: refuse anything but short ASCII digits before the query.
+        for pk in value:
+            if not re.fullmatch(r"[0-9]{1,18}", str(pk)):
+                raise forms.ValidationError(
+                    self.error_messages["invalid_pk_value"], code="invalid_pk_value",
+                    params={"pk": pk},
+                )
+        return super()._check_values(value)
 
     def label_from_instance(self, obj: Category) -> str:
         if not obj.description:

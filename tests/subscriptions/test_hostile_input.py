@@ -198,3 +198,14 @@ def test_a_failure_after_parsing_is_still_a_500_so_the_esp_retries(client, monke
         response = client.post(POSTMARK, json.dumps(postmark_bounce("ann@example.com")),
                                content_type="application/json", **AUTH)
     assert response.status_code == 500
+
+
+@pytest.mark.parametrize("pk", ["9223372036854775808", "1" * 5000, "\u0661", "-1", "1.5", ""])
+def test_a_topic_id_out_of_any_range_is_a_form_error(client, pk):
+    reader = subscriber("odd@example.com", categories=[category("world")])
+    token = token_make(subscriber_id=reader.pk, email=reader.email, purpose=Purpose.MANAGE)
+    response = client.post(f"/preferences/{token}/", {
+        "categories": [pk], "frequency": "daily", "digest_hour": "7", "timezone": "UTC",
+        "wants_alerts": "yes"})
+    assert response.status_code == 200
+    assert b"Choose" in response.content  # a form error on the page, not a server error
