@@ -9,9 +9,12 @@ app_urls = (
         path("", views.story_index, name="index"),
         path("stories/<slug:slug>/", views.story_detail, name="story"),
         path("categories/<slug:slug>/", views.category_detail, name="category"),
+        path("favicon.ico", views.favicon, name="favicon"),
     ],
     "newsroom",
 )
+
+handler500 = "newsroom.views.server_error"
 
 urlpatterns = [
     # Probes and Prometheus: no session auth (metrics has its own bearer token).
