@@ -27,7 +27,7 @@ from tests.subscriptions.test_tracking import ANYMAIL, AUTH, MAILGUN, POSTMARK, 
 pytestmark = pytest.mark.django_db
 
 FUZZ = settings(
-    max_examples=150, deadline=None, derandomize=False,
+    max_examples=150, deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
