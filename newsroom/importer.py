@@ -60,6 +60,16 @@ MAX_URL = 1000
 MAX_DOMAIN = 253
 MAX_STORY_NUMBER = 2_147_483_647
 
+# Limits for files from anywhere: each keeps one hostile file from crashing the
+# parser (PyYAML composes nested collections recursively) or from taking more
+# than a fraction of a second, and names itself in the message.
+MAX_FILE_BYTES = 1_000_000  # about 130 times the seed story
+MAX_FRONT_MATTER_CHARS = 64_000  # 100 sources of ordinary length fit in a quarter
+MAX_DEPTH = 5  # the schema needs 3: front matter > sources > a source
+MAX_SOURCES = 100
+MAX_ITEMS = MAX_SOURCES  # entries of any other list or mapping in the front matter
+MIN_YEAR, MAX_YEAR = 1900, 2999  # outside this a date is a typo, or overflows a time zone
+
 # A line-layout line this short without closing punctuation is a heading.
 MAX_HEADING = 80
 _TERMINAL = ".!?…:;,"
@@ -118,6 +128,10 @@ def parse_story(text: str | bytes, *, name: str = "<string>") -> StoryFile:
 
 
 def _decode(text: str | bytes) -> str:
+    if len(text) > MAX_FILE_BYTES:  # characters for text, close enough
+        raise StoryFileError(f"the file is larger than {MAX_FILE_BYTES:,} bytes")
+    if isinstance(text, str) and "\0" in text:
+        raise StoryFileError("not a text file (it contains NUL characters)")
     if isinstance(text, bytes):
         if b"\0" in text:
             raise StoryFileError("not a text file (it contains NUL bytes)")
@@ -301,9 +315,56 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
 
 
+def _check_shape(yaml_text: str) -> None:
+    """Refuse aliases, deep nesting and long lists from the event stream.
+
+    Events come from PyYAML's iterative parser, before its recursive composer
+    builds anything: 5,000 nested brackets would be a RecursionError there, and
+    a 20,000-item list would be built whole before `_sources` could count it.
+    """
+    open_collections: list[list[int]] = []  # [is a mapping, child nodes seen] of each
+    top_key: object = None  # the front matter key whose value is being read
+    for event in yaml.parse(yaml_text, Loader=_Loader):
+        if isinstance(event, yaml.AliasEvent):
+            # Nothing in a story needs them, and they are how "billion laughs" works.
+            raise StoryFileError("YAML aliases (*name) are not allowed in the front matter")
+        if isinstance(event, yaml.CollectionEndEvent):
+            open_collections.pop()
+            continue
+        if not isinstance(event, yaml.NodeEvent):
+            continue  # stream and document boundaries
+        if open_collections:
+            parent = open_collections[-1]
+            parent[1] += 1
+            is_mapping, seen = parent
+            if len(open_collections) == 1 and seen % 2 == 1:
+                top_key = getattr(event, "value", None)
+            if ((seen + 1) // 2 if is_mapping else seen) > MAX_ITEMS:
+                raise StoryFileError(_too_many(top_key, depth=len(open_collections)))
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_collections) >= MAX_DEPTH:
+                raise StoryFileError(
+                    f"the front matter is nested more than {MAX_DEPTH} levels deep"
+                )
+            open_collections.append([isinstance(event, yaml.MappingStartEvent), 0])
+
+
+def _too_many(top_key: object, *, depth: int) -> str:
+    if depth == 1:
+        return f"the front matter has more than {MAX_ITEMS} keys"
+    if top_key == "sources" and depth == 2:
+        return f"a story may have at most {MAX_SOURCES} sources"
+    return f"{str(top_key)[:40]!r} has more than {MAX_ITEMS} items"
+
+
 def _load_front_matter(front: str, *, folded: bool) -> dict[str, Any]:
+    if len(front) > MAX_FRONT_MATTER_CHARS:
+        raise StoryFileError(
+            f"the front matter is longer than {MAX_FRONT_MATTER_CHARS:,} characters"
+        )
     yaml_text = _unfold(front) if folded else front
     try:
+        _check_shape(yaml_text)
         data = yaml.load(yaml_text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.MarkedYAMLError as exc:
         mark = exc.context_mark or exc.problem_mark  # context: where a bad value starts
@@ -403,15 +464,18 @@ def _text(
 def _date(value: object) -> dt.date | dt.datetime:
     if value is None or value == "":
         raise StoryFileError("the front matter has no date")
-    if isinstance(value, dt.date):
-        return value
     if isinstance(value, str):
         text = value.strip()
         for parse in (dt.date.fromisoformat, dt.datetime.fromisoformat):
             try:
-                return parse(text)
+                value = parse(text)
+                break
             except ValueError:
                 continue
+    if isinstance(value, dt.date):
+        if not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise StoryFileError(f"the date's year must be between {MIN_YEAR} and {MAX_YEAR}")
+        return value
     raise StoryFileError(
         f"invalid date {_describe(value)}: write YYYY-MM-DD or an ISO 8601 date and time"
     )
@@ -464,8 +528,15 @@ def _sources(value: object) -> tuple[SourceData, ...]:
         url = _text(item, "url", max_length=MAX_URL, label=f"{label} url")
         if not url:
             raise StoryFileError(f"{label} has no url")
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:  # "Invalid IPv6 URL" for a stray bracket, and the like
+            host = None
+        else:
+            if parts.scheme.lower() not in ("http", "https"):
+                host = None
+        if not host or re.search(r"[\s\x00-\x1f\x7f]", url):
             raise StoryFileError(f"{label} url {url!r} is not an http(s) address")
         domain = _text(item, "domain", max_length=MAX_DOMAIN, label=f"{label} domain")
         sources.append(SourceData(name=name, url=url, domain=domain or _domain(url)))
@@ -474,7 +545,7 @@ def _sources(value: object) -> tuple[SourceData, ...]:
 
 def _domain(url: str) -> str:
     """The host a reader recognises: `https://www.wsj.com/…` is `wsj.com`."""
-    return (urlsplit(url).hostname or "").removeprefix("www.")
+    return (urlsplit(url).hostname or "").removeprefix("www.")[:MAX_DOMAIN]
 
 
 # --- Body ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ service and never sends an alert, however `breaking` is set.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,10 +20,12 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from newsroom.importer import StoryFile, StoryFileError, parse_story
+from newsroom.importer import MAX_FILE_BYTES, StoryFile, StoryFileError, parse_story
 from newsroom.models import Category, Source, Story
 
 STORY_SUFFIXES = (".txt", ".md")
+
+logger = logging.getLogger(__name__)
 
 
 class Outcome(StrEnum):
@@ -76,6 +79,13 @@ def stories_import(
         except DatabaseError as exc:
             report.failures.append((path, f"the database refused it: {exc}"))
             continue
+        except Exception as exc:
+            # A bug met by one file must not stop the files after it (issue 12:
+            # a RecursionError did). Its transaction has rolled back; the
+            # traceback goes to the log, the reason to the report.
+            logger.exception("importing %s failed", path)
+            report.failures.append((path, f"unexpected error: {type(exc).__name__}: {exc}"))
+            continue
         slugs[data.slug] = path
         if outcome is Outcome.CREATED:
             report.created += 1
@@ -104,7 +114,11 @@ def story_files(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
             files.append(path)
 
     for path in map(Path, paths):
-        if path.is_dir():
+        try:
+            is_dir, exists = path.is_dir(), path.exists()
+        except OSError:  # a name too long for the file system, say
+            is_dir = exists = False
+        if is_dir:
             found = []
             for root, dirs, names in os.walk(path):
                 dirs[:] = [name for name in dirs if not name.startswith(".")]
@@ -117,7 +131,7 @@ def story_files(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
                 ]
             for file in sorted(found):
                 add(file)
-        elif path.exists():
+        elif exists:
             add(path)
         else:
             missing.append(path)
@@ -134,7 +148,10 @@ def story_read(path: Path) -> StoryFile:
     if not path.is_file():  # a FIFO or device would block or never end
         raise StoryFileError("not a regular file")
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            # Read one byte past the limit rather than trust the size reported
+            # before opening: a file may grow, and /proc files report 0.
+            raw = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise StoryFileError(f"cannot read the file: {exc.strerror or exc}") from None
     return parse_story(raw, name=str(path))

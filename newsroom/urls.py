@@ -9,9 +9,12 @@ app_urls = (
         path("", views.story_index, name="index"),
         path("stories/<slug:slug>/", views.story_detail, name="story"),
         path("categories/<slug:slug>/", views.category_detail, name="category"),
+        path("favicon.ico", views.favicon, name="favicon"),
     ],
     "newsroom",
 )
+
+handler500 = "newsroom.views.server_error"
 
 urlpatterns = [
     # Probes and Prometheus: no session auth (metrics has its own bearer token).
@@ -19,7 +22,8 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
-    # anymail's tracking webhooks only, refusing until their credentials are set.
+    # anymail's tracking webhooks only: refusing until their credentials are set,
+    # 400 for a body they cannot read.
     path("anymail/", include("subscriptions.webhooks")),
     path("", include("subscriptions.urls")),
     path("", include(app_urls)),

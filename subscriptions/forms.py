@@ -8,16 +8,18 @@ say what to do, because they are read out by screen readers on their own.
 from __future__ import annotations
 
 import functools
+import re
 import zoneinfo
 from collections import defaultdict
 
 from django import forms
-from django.utils.html import escape, format_html
+from django.utils.html import escape, format_html, json_script
 from django.utils.safestring import mark_safe
 
 from newsroom.models import Category
 from subscriptions.models import Subscriber
 from subscriptions.services.subscribers import Preferences
+from subscriptions.tz_aliases import ALIASES
 
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_DIGEST_HOUR = 7
@@ -30,8 +32,19 @@ NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 
 @functools.cache
 def timezone_names() -> frozenset[str]:
-    """Every IANA zone name; cached because it is read from disk on each call."""
-    return frozenset(zoneinfo.available_timezones() - NOT_ZONES)
+    """The canonical IANA zone names a reader chooses from.
+
+    Cached because it is read from disk on each call. Backward-compatible
+    aliases (Africa/Asmera, America/Buenos_Aires) are left out: each would be
+    a second entry for one place. `timezone_canonical` maps them.
+    """
+    names = zoneinfo.available_timezones() - NOT_ZONES - ALIASES.keys()
+    return frozenset(names | {DEFAULT_TIMEZONE})
+
+
+def timezone_canonical(name: str) -> str:
+    """The listed name for `name`: "Asia/Calcutta" is "Asia/Kolkata"."""
+    return ALIASES.get(name, name)
 
 
 @functools.cache
@@ -87,13 +100,43 @@ class TimezoneSelect(forms.Select):
 def timezone_or_default(*candidates: str | None) -> str:
     """The first candidate that is a real zone name (from a query or a cookie), else UTC."""
     names = timezone_names()
-    return next((name for name in candidates if name and name in names), DEFAULT_TIMEZONE)
+    canonical = (timezone_canonical(name) for name in candidates if name)
+    return next((name for name in canonical if name in names), DEFAULT_TIMEZONE)
+
+
+@functools.cache
+def timezone_aliases_script() -> str:
+    """The alias table as a JSON data block for subscriptions/timezone.js.
+
+    Browsers report ICU's names, often the old ones (Chrome: "Asia/Calcutta",
+    "Europe/Kiev"); the script maps them to an option of the list. A data
+    block is not executed, so a strict script-src CSP allows it.
+    """
+    return json_script(ALIASES, "timezone-aliases")
+
+
+class TimezoneField(forms.ChoiceField):
+    """A choice of canonical zone that also takes an alias and stores its zone."""
+
+    def to_python(self, value):
+        return timezone_canonical(super().to_python(value))
 
 
 class TopicField(forms.ModelMultipleChoiceField):
     """Categories as checkboxes whose labels carry the category's description."""
 
     widget = forms.CheckboxSelectMultiple
+
+    def _check_values(self, value):
+        # `pk__in` with a number past a bigint is an OverflowError in the SQLite
+        # driver, a 500: refuse anything but short ASCII digits before the query.
+        for pk in value:
+            if not re.fullmatch(r"[0-9]{1,18}", str(pk)):
+                raise forms.ValidationError(
+                    self.error_messages["invalid_pk_value"], code="invalid_pk_value",
+                    params={"pk": pk},
+                )
+        return super()._check_values(value)
 
     def label_from_instance(self, obj: Category) -> str:
         if not obj.description:
@@ -128,7 +171,7 @@ class PreferencesForm(forms.Form):
         error_messages={"required": "Choose an hour from 0 to 23.",
                         "invalid_choice": "Choose an hour from 0 to 23."},
     )
-    timezone = forms.ChoiceField(
+    timezone = TimezoneField(
         label="Time zone", choices=timezone_choices, initial=DEFAULT_TIMEZONE,
         widget=TimezoneSelect,
         error_messages={"required": "Choose your time zone.",
@@ -162,7 +205,7 @@ class PreferencesForm(forms.Form):
             "categories": list(subscriber.categories.all()),
             "frequency": subscriber.frequency,
             "digest_hour": subscriber.digest_hour,
-            "timezone": subscriber.timezone,
+            "timezone": timezone_canonical(subscriber.timezone),
             "wants_alerts": YES if subscriber.wants_alerts else NO,
         }
 

@@ -27,7 +27,13 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from newsroom.models import Category
 from subscriptions import ratelimit
-from subscriptions.forms import ManageForm, SignupForm, timezone_or_default
+from subscriptions.forms import (
+    DEFAULT_TIMEZONE,
+    ManageForm,
+    SignupForm,
+    timezone_aliases_script,
+    timezone_or_default,
+)
 from subscriptions.models import Subscriber
 from subscriptions.services.subscribers import (
     SIGNUP_WORDING_VERSION,
@@ -114,10 +120,17 @@ def with_subscriber(purpose: Purpose) -> Callable[[TokenView], TokenView]:
 def signup(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         # A link may carry ?tz=Europe/Berlin, or the site may keep a `tz` cookie;
-        # anything that is not a real zone name falls back to UTC.
-        timezone = timezone_or_default(request.GET.get("tz"), request.COOKIES.get(TIMEZONE_COOKIE))
-        form = SignupForm(initial={"timezone": timezone})
-        return _signup_page(request, form)
+        # anything that is not a real zone name falls back to UTC, which the
+        # page's script then replaces with the browser's zone.
+        chosen = [request.GET.get("tz"), request.COOKIES.get(TIMEZONE_COOKIE)]
+        timezone = timezone_or_default(*chosen)
+        initial = {"timezone": timezone}
+        if slugs := request.GET.getlist("category")[:20]:
+            # Story pages link here with their category ticked (?category=world).
+            initial["categories"] = list(Category.objects.filter(slug__in=slugs))
+        form = SignupForm(initial=initial)
+        from_browser = timezone == DEFAULT_TIMEZONE and DEFAULT_TIMEZONE not in chosen
+        return _signup_page(request, form, timezone_from_browser=from_browser)
 
     info = _request_info(request)
     if not ratelimit.signup_allowed_for_client(info.ip_address):
@@ -132,9 +145,16 @@ def signup(request: HttpRequest) -> HttpResponse:
     return redirect("subscriptions:signup_done")
 
 
-def _signup_page(request: HttpRequest, form: SignupForm) -> HttpResponse:
-    return render(request, f"{PAGES}/signup.html",
-                  {"form": form, "wording_version": SIGNUP_WORDING_VERSION})
+def _signup_page(request: HttpRequest, form: SignupForm, *,
+                 timezone_from_browser: bool = False) -> HttpResponse:
+    return render(request, f"{PAGES}/signup.html", {
+        "form": form,
+        "wording_version": SIGNUP_WORDING_VERSION,
+        # Only an untouched choice is the browser's to make: never one from a
+        # link, a cookie or the reader's own submission coming back with errors.
+        "timezone_from_browser": timezone_from_browser,
+        "timezone_aliases": timezone_aliases_script() if timezone_from_browser else "",
+    })
 
 
 def _rate_limited(request: HttpRequest) -> HttpResponse:

@@ -16,6 +16,12 @@ or by a reload apply at once and every URL exists whether configured or not
 (an ESP's "test webhook" button gets a clear 403, not a misleading 404).
 `newsroom.W001` (subscriptions/checks.py) names what is missing for the ESP
 that EMAIL_URL selects.
+
+And a body anymail cannot read is a 400, not a 500: anymail lets any error
+while validating or parsing a body become a 500 (a JSON `null` posted to
+Postmark's URL, `{"signature": 1}` to Mailgun's), and an ESP retries a 500
+although that body can never succeed. An error after parsing (our receiver,
+the broker being down) stays a 500, which makes the ESP deliver the event again.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ import logging
 from collections.abc import Callable
 
 from anymail import urls as anymail_urls
-from anymail.exceptions import AnymailConfigurationError
+from anymail.exceptions import AnymailConfigurationError, AnymailWebhookValidationFailure
 from anymail.utils import get_anymail_setting
+from anymail.webhooks.base import AnymailCoreWebhookView
+from django.core.exceptions import BadRequest, ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.urls import URLPattern
 
@@ -95,6 +103,44 @@ def fail_closed(view: Callable[..., HttpResponse], esp: str) -> Callable[..., Ht
     return guarded
 
 
+class _ReadableBodyOnly:
+    """Mixed in before an anymail view: unreadable requests are 400s, not 500s."""
+
+    def run_validators(self, request):
+        try:
+            super().run_validators(request)
+        except (AnymailWebhookValidationFailure, ImproperlyConfigured):
+            raise  # already a 400; a missing setting stays loud
+        except Exception as exc:
+            raise _unreadable(self, exc) from exc
+
+    def parse_events(self, request):
+        try:
+            return list(super().parse_events(request))  # some return generators
+        except ImproperlyConfigured:
+            raise
+        except Exception as exc:
+            raise _unreadable(self, exc) from exc
+
+
+def _unreadable(view: AnymailCoreWebhookView, exc: Exception) -> BadRequest:
+    logger.warning("unreadable %s webhook body: %s: %s",
+                   view.esp_name, type(exc).__name__, str(exc)[:200])
+    return BadRequest(f"unreadable {view.esp_name} webhook body")
+
+
+def _hardened(pattern: URLPattern) -> URLPattern:
+    view_class = getattr(pattern.callback, "view_class", None)
+    if view_class is None or not issubclass(view_class, AnymailCoreWebhookView):
+        return pattern
+    hardened = type(view_class.__name__, (_ReadableBodyOnly, view_class), {
+        "__module__": __name__,
+        "__doc__": view_class.__doc__,
+    })
+    view = hardened.as_view(**pattern.callback.view_initkwargs)
+    return URLPattern(pattern.pattern, view, pattern.default_args, pattern.name)
+
+
 def _tracking_patterns() -> list[URLPattern]:
     patterns = []
     for pattern in anymail_urls.urlpatterns:
@@ -103,6 +149,7 @@ def _tracking_patterns() -> list[URLPattern]:
             continue
         if esp not in SIGNING_KEYS:  # an ESP new in anymail stays unmounted until listed
             continue
+        pattern = _hardened(pattern)
         patterns.append(URLPattern(pattern.pattern, fail_closed(pattern.callback, esp),
                                    pattern.default_args, pattern.name))
     return patterns

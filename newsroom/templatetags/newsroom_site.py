@@ -6,10 +6,14 @@ extending `newsroom/base.html` (including other apps' pages) gets it for free.
 
 from __future__ import annotations
 
+import datetime as dt
 from urllib.parse import urlsplit
 
 from django import template
 from django.template import RequestContext
+from django.utils import dateformat, timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from newsroom import selectors
 
@@ -35,3 +39,21 @@ def http_url(url: str) -> str:
     except ValueError:
         return ""
     return url if scheme in {"http", "https"} else ""
+
+
+@register.simple_tag
+def story_time(moment: dt.datetime | None) -> SafeString | str:
+    """A story's `<time>`: the date alone for a date-only story, else date and time.
+
+    A story file may give a bare date, which the importer stores as midnight in
+    TIME_ZONE; "8 May 2026, 00:00 UTC" would claim a time nobody wrote. A moment
+    an editor or the publish action sets is never midnight to the microsecond.
+    """
+    if moment is None:
+        return ""
+    local = timezone.localtime(moment)
+    if local.time() == dt.time(0):
+        return format_html('<time datetime="{}">{}</time>',
+                           local.date().isoformat(), dateformat.format(local, "j F Y"))
+    return format_html('<time datetime="{}">{}</time>',
+                       local.isoformat(), dateformat.format(local, "j F Y, H:i T"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import subprocess
 import sys
 import zoneinfo
@@ -16,6 +17,8 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError
 from django.test import override_settings
 
+from newsroom import imports
+from newsroom.importer import MAX_FILE_BYTES
 from newsroom.imports import (
     Outcome,
     category_for_import,
@@ -220,14 +223,14 @@ def test_bad_files_are_reported_and_leave_nothing(tmp_path):
 def test_unreadable_file(tmp_path, monkeypatch):
     locked = write(tmp_path, "locked.md", story_text("locked"))
     write(tmp_path, "open.md", story_text("open"))
-    read_bytes = Path.read_bytes
+    open_ = Path.open
 
-    def guarded(path: Path) -> bytes:
+    def guarded(path: Path, *args, **kwargs):
         if path.name == "locked.md":  # chmod 000 means nothing to root, who runs CI
             raise PermissionError(13, "Permission denied", str(path))
-        return read_bytes(path)
+        return open_(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", guarded)
+    monkeypatch.setattr(Path, "open", guarded)
     report = stories_import([tmp_path])
     assert report.failures == [(locked, "cannot read the file: Permission denied")]
     assert report.created == 1
@@ -267,6 +270,78 @@ def test_bom_crlf_and_both_layouts(tmp_path):
     assert stories_import([tmp_path]).created == 2
     assert Story.objects.get(slug="folded-one-line").body == "First.\n\n## A Heading\n\nSecond."
     assert Story.objects.get(slug="m").body == "First.\n\n## Heading\n\n> Quote."
+
+
+def test_whatever_one_file_raises_the_import_goes_on(tmp_path, monkeypatch):
+    """Issue 12: a RecursionError or a urlsplit ValueError stopped the whole run."""
+    write(tmp_path, "1-nested.md", story_text("n", extra="dek: " + "[" * 5000 + "]" * 5000 + "\n"))
+    write(tmp_path, "2-bracket.md", story_text(
+        "b", extra="sources:\n  - name: A\n    url: http://[oops.example/\n"))
+    write(tmp_path, "3-bug.md", story_text("bug"))
+    write(tmp_path, "4-big.md", story_text("big", body="x" * MAX_FILE_BYTES))
+    write(tmp_path, "5-good.md", story_text("good"))
+    real_import = imports.story_import
+
+    def buggy(data):
+        if data.slug == "bug":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real_import(data)
+
+    monkeypatch.setattr(imports, "story_import", buggy)
+    report = stories_import([tmp_path])
+    reasons = {path.name: reason for path, reason in report.failures}
+    assert reasons == {
+        "1-nested.md": "the front matter is nested more than 5 levels deep",
+        "2-bracket.md": "source 1 (A) url 'http://[oops.example/' is not an http(s) address",
+        "3-bug.md": "unexpected error: RecursionError: maximum recursion depth exceeded",
+        "4-big.md": "the file is larger than 1,000,000 bytes",
+    }
+    assert list(Story.objects.values_list("slug", flat=True)) == ["good"]
+
+
+def _mutate(rng: random.Random, data: bytes) -> bytes:
+    """One hostile variant of a story file: bytes flipped, cut, doubled or spliced."""
+    out = bytearray(data)
+    snippets = [b"[" * 4000, b"http://[", b"]", b"&a ", b"*a ", b"\x00", b"\xff", b"---",
+                b": ", b"- ", b"'", b'"', b"date: 0001-01-01 ", b"sources: - name: x "]
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(out) + 1) if rng.random() < 0.3 else rng.randrange(1200)
+        choice = rng.randrange(4)
+        if choice == 0:
+            out[at:at] = rng.choice(snippets)
+        elif choice == 1:
+            del out[at:at + rng.randint(1, 40)]
+        elif choice == 2:
+            out[at:at + 1] = bytes([rng.randrange(256)])
+        else:
+            out[at:at] = out[at:at + rng.randint(1, 100)] * rng.randint(2, 30)
+    return bytes(out)
+
+
+def test_a_folder_of_mutated_files_is_imported_or_reported(tmp_path):
+    """Every one of 300 hostile variants of the seed is imported or reported by name."""
+    rng = random.Random(12)  # fixed: the same 300 files on every run
+    seed = SEED.read_bytes()
+    for number in range(300):
+        own_slug = seed.replace(b"us-china-ai-talks-trump-xi-summit", b"s%03d" % number)
+        write(tmp_path, f"{number:03}.txt", _mutate(rng, own_slug))
+    report = stories_import([tmp_path])
+    assert report.imported + report.failed == 300
+    assert all(reason for _, reason in report.failures)
+    assert not [reason for _, reason in report.failures if reason.startswith("unexpected")]
+    assert report.failed > 100 and report.imported > 10  # both roads were taken
+
+
+def test_command_writes_odd_file_names_on_one_line(tmp_path):
+    write(tmp_path, "new\nline.md", "no front matter")
+    write(tmp_path, os.fsdecode(b"caf\xe9.md"), "no front matter")
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match="2 of 2 files failed"):
+        call_command("import_stories", str(tmp_path), stdout=out, stderr=err)
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("'") and "caf\\udce9.md" in lines[0]
+    assert "new\\nline.md" in lines[1]
 
 
 # --- The command ------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 import markdown
@@ -11,6 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from newsroom.importer import (
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    MAX_FRONT_MATTER_CHARS,
+    MAX_SOURCES,
     SourceData,
     StoryFile,
     StoryFileError,
@@ -465,3 +470,136 @@ def test_line_layout_never_runs_paragraphs_together(lines):
     assert html.count("<p>") == len(lines) - headings + (1 if quote else 0)
     for tag in ("<h1>", "<ul>", "<ol>", "<hr", "<pre>"):
         assert tag not in html
+
+
+# --- Hostile input ------------------------------------------------------------------
+# Issue 12: of 1,000 hostile files, some crashed the parser outright. Every file
+# must end in a StoryFile or a StoryFileError, quickly.
+
+
+def _sources_front(count: int, *, layout: str = "multiline") -> str:
+    if layout == "folded":
+        items = " ".join(f"- name: S{i} url: https://s{i}.example/" for i in range(count))
+        return folded(f"{MINIMAL.replace(chr(10), ' ')} sources: {items}")
+    items = "".join(f"  - name: S{i}\n    url: https://s{i}.example/\n" for i in range(count))
+    return multiline(f"{MINIMAL}\nsources:\n{items}".rstrip("\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (multiline(f"{MINIMAL}\ndek: " + "[" * 5000 + "]" * 5000),
+         f"the front matter is nested more than {MAX_DEPTH} levels deep"),
+        (folded(f"{MINIMAL.replace(chr(10), ' ')} dek: " + "[" * 5000 + "]" * 5000),
+         f"the front matter is nested more than {MAX_DEPTH} levels deep"),
+        (multiline(f"{MINIMAL}\ntags: " + "{a: " * 3000 + "}" * 3000),
+         "the front matter is nested more than"),
+        (multiline(f"{MINIMAL}\nsources:\n  - name: A\n    url: https://[bad.example/x"),
+         "source 1 (A) url 'https://[bad.example/x' is not an http(s) address"),
+        (multiline(f"{MINIMAL}\nsources:\n  - name: A\n    url: http://a]b.example/"),
+         "source 1 (A) url 'http://a]b.example/' is not an http(s) address"),
+        (multiline(f"{MINIMAL}\nsources:\n  - name: A\n    url: 'http://a.example/x y'"),
+         "source 1 (A) url 'http://a.example/x y' is not an http(s) address"),
+        (_sources_front(MAX_SOURCES + 1), f"a story may have at most {MAX_SOURCES} sources"),
+        (_sources_front(MAX_SOURCES + 1, layout="folded"),
+         f"a story may have at most {MAX_SOURCES} sources"),
+        (multiline(f"{MINIMAL}\ntags: [" + "a, " * 200 + "]"), "'tags' has more than 100 items"),
+        (multiline(f"{MINIMAL}\ntags: &x [a]\nauthor: *x"), "YAML aliases (*name) are not allowed"),
+        (multiline(f"{MINIMAL}\ndek: " + "x" * MAX_FRONT_MATTER_CHARS),
+         f"the front matter is longer than {MAX_FRONT_MATTER_CHARS:,} characters"),
+        (multiline(MINIMAL, "x" * MAX_FILE_BYTES), f"the file is larger than {MAX_FILE_BYTES:,}"),
+        (multiline(MINIMAL, "A \0 NUL."), "not a text file (it contains NUL characters)"),
+        (multiline("headline: H\ncategory: c\ndate: 0001-01-01"),
+         "the date's year must be between 1900 and 2999"),
+        (multiline('headline: H\ncategory: c\ndate: "9999-12-31T23:59:59-12:00"'),
+         "the date's year must be between 1900 and 2999"),
+        (multiline(f"{MINIMAL}\nslug: " + "s" * 201), "slug is longer than 200 characters"),
+    ],
+    ids=[
+        "nested-5000", "nested-5000-folded", "nested-mappings", "url-stray-bracket",
+        "url-closing-bracket", "url-space", "too-many-sources", "too-many-sources-folded",
+        "long-list", "aliases", "long-front-matter", "big-file", "nul-in-text",
+        "year-1", "year-9999", "long-slug",
+    ],
+)
+def test_hostile_files_are_refused_with_a_reason(text, reason):
+    with pytest.raises(StoryFileError) as caught:
+        parse_story(text)
+    assert caught.value.reason.startswith(reason), caught.value.reason
+
+
+def test_limits_are_inclusive():
+    assert len(parse_story(_sources_front(MAX_SOURCES)).sources) == MAX_SOURCES
+    nested = "author: {a: [{b: [x]}]}"  # front matter > author > a > item > b: 5 levels
+    assert parse_story(multiline(f"{MINIMAL}\n{nested}")).headline == "A headline"
+    assert parse_story(multiline("headline: H\ncategory: c\ndate: 1900-01-01")).date.year == 1900
+
+
+@pytest.mark.parametrize("layout", ["multiline", "folded"])
+def test_twenty_thousand_sources_are_refused_quickly(layout):
+    text = _sources_front(20_000, layout=layout)
+    started = time.perf_counter()
+    with pytest.raises(StoryFileError, match="front matter is longer than"):
+        parse_story(text)
+    assert time.perf_counter() - started < 0.5  # 9 s before the limits
+
+
+# A mutation fuzzer: the seed in both layouts, cut, spliced, doubled and sprinkled
+# with parser attacks. Whatever comes out must parse or be refused with a reason.
+_SEED_BYTES = SEED.read_bytes()
+_SEEDS = [_SEED_BYTES, dump_story(parse_story(_SEED_BYTES), layout="multiline").encode()]
+_ATTACKS = [
+    b"[" * 3000, b"{a: " * 1000, b"]", b"}", b"[", b"http://[::1", b"https://[x]:99999/",
+    b"&a ", b"*a ", b"<<: *a ", b"!!python/object/apply:os.system ['id'] ",
+    b"!!binary ", b"!!timestamp ", b"? ", b": ", b"- ", b"---", b" --- ", b"...", b"\n---\n",
+    b"#", b"'", b'"', b"\\", b"|", b">", b"%YAML 1.1\n", b"\t", b"\r", b"\r\n", b"\x00",
+    b"\xef\xbb\xbf", b"\xff\xfe", b"\xc3", b"\xe2\x80\xae", b"\xf0\x9f\x92\xa9",
+    b"date: 0000-00-00 ", b"date: 2026-02-30 ", b"date: 99999-01-01 ", b"story_number: 1e309 ",
+    b"story_number: -0 ", b"story_number: 0x10 ", b"breaking: ~ ", b"status: [draft] ",
+    b"slug: ../../etc/passwd ", b"slug: " + b"a" * 250 + b" ", b"headline: " + b"h" * 400 + b" ",
+    b"sources: - name: x url: http://[oops ", b"sources: " + b"- name: n url: https://n.x/ " * 120,
+    b"category: '' ", b"category: !!null ", b"dek: 1.5 ", b"tags: {a: b} ", b"updated: [] ",
+    b"headline: .nan ", b"headline: 2026-05-08 ",
+]
+
+
+@st.composite
+def _mutated_story(draw) -> bytes:
+    data = bytearray(draw(st.sampled_from(_SEEDS)))
+    front_end = data.index(b"\n", 4)  # most mutations land in the front matter
+    for _ in range(draw(st.integers(1, 6))):
+        end = front_end if draw(st.integers(0, 3)) else len(data)
+        at = draw(st.integers(0, max(0, min(end, len(data)))))
+        op = draw(st.sampled_from(["insert", "attack", "delete", "replace", "cut", "double"]))
+        if op == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "attack":
+            data[at:at] = draw(st.sampled_from(_ATTACKS))
+        elif op == "delete":
+            del data[at:at + draw(st.integers(1, 64))]
+        elif op == "replace":
+            data[at:at + 1] = bytes([draw(st.integers(0, 255))])
+        elif op == "cut":
+            del data[at:]
+        else:
+            size = draw(st.integers(1, 200))
+            data[at:at] = data[at:at + size] * draw(st.integers(2, 50))
+    return bytes(data)
+
+
+@settings(
+    max_examples=3000,
+    deadline=dt.timedelta(seconds=2),  # a case this slow is a bug of its own
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.one_of(_mutated_story(), st.binary(max_size=300), st.text(max_size=300)))
+def test_fuzz_any_file_parses_or_is_refused(raw):
+    try:
+        story = parse_story(raw, name="fuzz.txt")
+    except StoryFileError as exc:
+        assert exc.reason and str(exc).startswith("fuzz.txt: ")
+        return
+    assert story.headline and story.slug and story.body_markdown
+    assert len(story.headline) <= 300 and len(story.slug) <= 200
+    assert len(story.sources) <= MAX_SOURCES
+    assert 1900 <= story.date.year <= 2999

@@ -3,20 +3,26 @@
 Sign up, get the confirmation email from the real Celery worker, confirm,
 change topics, unsubscribe; the database is checked after every step and a
 screenshot of each step is kept in the test data folder, by default
-var/test/artifacts/browser/ (var/ is not in git).
+var/test/artifacts/browser/ (var/ is not in git). A second test walks the
+public site: the sign-up time zone taken from the browser, the 404 page, a
+story's sign-up box and the admin's story page at 1280 px.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import connections
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from newsroom.models import Category
+from newsroom.models import Category, Story
 from subscriptions.models import Subscriber
 from tests.mailbox import text_body
 
@@ -152,3 +158,80 @@ def test_sign_up_confirm_change_and_leave_in_a_browser(
     phone.goto(f"{live_server.url}/subscribe/")
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     snap(phone, shots, "07-signup-phone")
+
+
+def _story_with_date_only() -> Story:
+    world = Category.objects.create(name="World", slug="world", order=1)
+    return Story.objects.create(
+        category=world, slug="date-only", headline="A story dated by its day",
+        body="## A heading\n\nA paragraph of the story.\n\n> A quote.",
+        status=Story.Status.PUBLISHED,
+        published_at=dt.datetime(2026, 5, 8, tzinfo=zoneinfo.ZoneInfo(settings.TIME_ZONE)),
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_public_site_in_a_browser(live_server, browser, shots):
+    """Issue 12, "The public site": the time zone from the browser, the styled 404,
+    the footer in line with the content, the story's sign-up box, the admin at 1280 px."""
+    story = _story_with_date_only()
+
+    # The sign-up page takes the browser's zone; Chrome may report an alias
+    # (America/Buenos_Aires), which the page maps to the listed name.
+    for zone, expected in [("Asia/Kolkata", "Asia/Kolkata"),
+                           ("America/Argentina/Buenos_Aires", "America/Argentina/Buenos_Aires"),
+                           ("Europe/Oslo", "Europe/Oslo")]:
+        context = browser.new_context(timezone_id=zone, viewport={"width": 1000, "height": 900})
+        page = context.new_page()
+        page.goto(f"{live_server.url}/subscribe/")
+        expect(page.get_by_label("Time zone")).to_have_value(expected)
+        if zone == "Asia/Kolkata":
+            snap(page, shots, "10-signup-timezone-from-browser")
+            page.goto(f"{live_server.url}/subscribe/?tz=Europe/Berlin")  # a link's choice wins
+            expect(page.get_by_label("Time zone")).to_have_value("Europe/Berlin")
+        context.close()
+    without_script = browser.new_context(timezone_id="Asia/Tokyo", java_script_enabled=False)
+    page = without_script.new_page()
+    page.goto(f"{live_server.url}/subscribe/")
+    expect(page.get_by_label("Time zone")).to_have_value("UTC")  # and the form still posts
+    without_script.close()
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+
+    # The 404 page is drawn in the site's frame, its footer in the content's column.
+    response = page.goto(f"{live_server.url}/no/such/page/")
+    assert response.status == 404
+    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    expect(page.get_by_role("link", name="World")).to_be_visible()  # the site's navigation
+    assert page.evaluate("getComputedStyle(document.body).fontFamily").startswith("system-ui")
+    main_left = page.locator("main h1").bounding_box()["x"]
+    assert page.locator(".site-footer p").bounding_box()["x"] == main_left
+    snap(page, shots, "11-not-found")
+    assert failed == [f"404 {live_server.url}/no/such/page/"]  # its stylesheet and icon load
+    failed.clear()
+
+    # A story: its date alone, and a sign-up box that ticks the story's topic.
+    page.goto(live_server.url + story.get_absolute_url())
+    expect(page.locator(".story-header .meta")).to_have_text("8 May 2026")
+    box = page.get_by_role("complementary", name="Get World stories by email")
+    expect(box).to_be_visible()
+    box.scroll_into_view_if_needed()
+    snap(page, shots, "12-story-signup-prompt")
+    box.get_by_role("link", name="Subscribe to World").click()
+    expect(page.get_by_label("World")).to_be_checked()
+
+    # The admin's story page fits 1280 px, and its preview has the site's headings.
+    User.objects.create_superuser("editor", "editor@example.com", "editor-password")
+    page.goto(f"{live_server.url}/admin/login/")
+    page.get_by_label("Username").fill("editor")
+    page.get_by_label("Password").fill("editor-password")
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{live_server.url}/admin/newsroom/story/{story.pk}/change/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    heading = page.locator(".story-preview h2")
+    assert heading.evaluate("h => getComputedStyle(h).backgroundColor") == "rgba(0, 0, 0, 0)"
+    page.locator(".story-preview").scroll_into_view_if_needed()
+    snap(page, shots, "13-admin-story-preview")
+    assert failed == []

@@ -32,12 +32,20 @@ class Command(BaseCommand):
 
         report = stories_import(paths, progress=progress)
         for path, reason in report.failures:
-            self.stderr.write(f"{path}: {reason}")
+            self.stderr.write(f"{shown(path)}: {reason}")
         self.stdout.write(summary(report))
         if report.failed:
             total = report.imported + report.failed
             files = "file" if total == 1 else "files"
             raise CommandError(f"{report.failed} of {total} {files} failed")
+
+
+def shown(path: Path) -> str:
+    """A path as one printable line: a file name may hold a newline, or bytes
+    that are not UTF-8 (which would make writing it raise), so such a name is
+    written as a Python string literal."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)
 
 
 def summary(report: ImportReport) -> str:
