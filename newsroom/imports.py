@@ -182,6 +182,11 @@ def story_import(data: StoryFile) -> Outcome:
     }
     sources = [(source.name, source.url, source.domain) for source in data.sources]
     story = Story.objects.select_for_update().filter(slug=data.slug).first()
+    if values["status"] == Story.Status.PUBLISHED and values["published_at"] and (
+            story is None or story.status != Story.Status.PUBLISHED):
+        # Goes live now (or at its scheduled time), whatever date it carries: a story
+        # dated before digests already sent is in the next ones.
+        values["live_since"] = max(values["published_at"], timezone.now())
     if story is None:
         story = Story.objects.create(slug=data.slug, **values)
         _sources_replace(story, sources)

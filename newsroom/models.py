@@ -53,6 +53,11 @@ class Story(models.Model):
         "publication time", null=True, blank=True, db_index=True,
         help_text="A published story appears from this moment on.",
     )
+    live_since = models.DateTimeField(
+        null=True, blank=True, editable=False, db_index=True,
+        help_text="When it last went live for readers (set by publishing, not by editing "
+                  "its date): digests hold a story by this moment, once.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     revision = models.PositiveIntegerField(
@@ -83,7 +88,21 @@ class Story(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         """A save of an existing story is a new revision, counted in the database
-        (F + 1), so two editors saving at once make two revisions, never one."""
+        (F + 1), so two editors saving at once make two revisions, never one.
+
+        A published story saved without a live moment (made published directly, as
+        fixtures and benchmarks do) went live at its date; one whose date is moved
+        into the future is off the site until then, and goes live again then.
+        Publishing through services.story_publish (or an import) sets it to when
+        it really went live.
+        """
+        if self.status == self.Status.PUBLISHED and self.published_at is not None:
+            now = timezone.now()
+            if self.live_since is None or (
+                    self.published_at > now and self.published_at > self.live_since):
+                self.live_since = self.published_at
+                if kwargs.get("update_fields") is not None:
+                    kwargs["update_fields"] = {*kwargs["update_fields"], "live_since"}
         if self.pk is None or self._state.adding:
             super().save(*args, **kwargs)
             return

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import DateTimeField, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_REFRESHED_FIELDS = ["status", "published_at", "breaking", "last_editor", "updated_at"]
+_REFRESHED_FIELDS = ["status", "published_at", "live_since", "breaking", "last_editor",
+                     "updated_at"]
 
 
 def story_publish(
@@ -47,6 +48,10 @@ def story_publish(
         changed = Story.objects.filter(pk=story.pk, status=Story.Status.DRAFT).update(
             status=Story.Status.PUBLISHED,
             published_at=published_at,
+            # Digests hold it from when it goes live: now, or its scheduled time. Not
+            # its date, which may lie before digests already sent (a dated draft, a
+            # story taken down and published again).
+            live_since=Greatest(published_at, Value(now, output_field=DateTimeField())),
             last_editor=by,
             updated_at=now,  # update() skips auto_now
         )

@@ -33,7 +33,8 @@ def edition_view(request: HttpRequest, token: str) -> HttpResponse:
         categories = list(Category.objects.filter(pk__in=key.category_ids))
         stories = list(Story.objects.filter(
             status=Story.Status.PUBLISHED, category__in=categories,
-            published_at__gt=key.window_start, published_at__lte=edition.window_end,
+            live_since__gt=key.window_start, live_since__lte=edition.window_end,
+            published_at__lte=edition.window_end,
         ).select_related("category"))
         if not stories:
             raise Http404("This digest can no longer be shown.")

@@ -154,10 +154,10 @@ def _digest_variants(edition: Edition, rows: list[tuple]) -> dict[int, tuple[tup
     earliest = min((row[3] for row in rows if row[3]), default=edition.window_end)
     stories = list(
         Story.objects.filter(
-            status=Story.Status.PUBLISHED, published_at__gt=earliest,
-            published_at__lte=edition.window_end,
+            status=Story.Status.PUBLISHED, live_since__gt=earliest,
+            live_since__lte=edition.window_end, published_at__lte=edition.window_end,
         ).select_related("category").only(
-            "id", "headline", "slug", "dek", "body", "published_at", "category_id",
+            "id", "headline", "slug", "dek", "body", "published_at", "live_since", "category_id",
             "revision", "updated_at", "category__name", "category__slug", "category__order",
         )
     )
@@ -169,7 +169,7 @@ def _digest_variants(edition: Edition, rows: list[tuple]) -> dict[int, tuple[tup
     for delivery_id, subscriber_id, _email, window_start in rows:
         cats = tuple(sorted(follows.get(subscriber_id, ())))
         if (window_start, cats) not in variants:
-            picked = [s for s in stories if s.category_id in cats and s.published_at > window_start]
+            picked = [s for s in stories if s.category_id in cats and s.live_since > window_start]
             shown = [categories.get(c) or Category(pk=c) for c in cats]
 
             def build(window_start=window_start, picked=picked, shown=shown):

@@ -384,7 +384,8 @@ def _recipients(edition: Edition) -> tuple[QuerySet[Subscriber], bool]:
     has_news = Exists(Story.objects.filter(
         status=Story.Status.PUBLISHED,
         category__subscribers=OuterRef("pk"),
-        published_at__gt=OuterRef("window_start"),
+        live_since__gt=OuterRef("window_start"),
+        live_since__lte=edition.window_end,
         published_at__lte=edition.window_end,
     ))
     return _digest_audience(edition).filter(has_news), True
@@ -496,8 +497,8 @@ def edition_dispatch_complete(*, edition: Edition, after_id: int = 0, rest: bool
                 earliest=Min("window_start"))["earliest"]
             if earliest is not None:  # the stories any of its digests can hold
                 edition.stories.set(Story.objects.filter(
-                    status=Story.Status.PUBLISHED, published_at__gt=earliest,
-                    published_at__lte=edition.window_end,
+                    status=Story.Status.PUBLISHED, live_since__gt=earliest,
+                    live_since__lte=edition.window_end, published_at__lte=edition.window_end,
                 ))
         Edition.objects.filter(pk=edition.pk).update(targeted=count, dispatched_at=now)
     _log_state(edition, "dispatched", targeted=count)

@@ -3,6 +3,7 @@ none while someone types, one when the status changes."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -11,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from subscriptions.models import Edition
@@ -64,6 +66,16 @@ def test_the_edition_page_follows_the_send_without_reloading(live_server, browse
     assert page.evaluate("window.notReloaded") is True
 
     page.evaluate("document.getElementById('typing').blur()")  # done typing: now it reloads
-    page.wait_for_function("window.notReloaded === undefined", timeout=10_000)
+    # Polled from here: the page's CSP (no 'unsafe-eval') refuses wait_for_function.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if page.evaluate("window.notReloaded") is None:
+                break
+        except PlaywrightError:  # the page is being replaced: it reloads
+            pass
+        assert time.monotonic() < deadline, "the page did not reload when done"
+        page.wait_for_timeout(100)
+    page.wait_for_load_state()
     expect(page.locator(".field-status .readonly")).to_have_text("Done")
     assert page.locator("#edition-live[data-live-url]").count() == 0  # polling is over
