@@ -36,6 +36,7 @@ from newsroom.rendering import render_html
 from subscriptions.edition_content import ContentError
 from subscriptions.models import Edition
 from subscriptions.services.editions import (
+    ALERT_ENDED_EARLY,
     AlertAlreadySent,
     EditionError,
     alert_audience,
@@ -270,10 +271,11 @@ class StoryAdmin(admin.ModelAdmin):
 
     @staticmethod
     def _alert_editions(stories: list[Story]) -> dict[int, int]:
-        """Story id -> id of the alert edition already made for it, in one query."""
+        """Story id -> id of the alert edition made for it (one that was cancelled or
+        expired does not count: the story may be alerted again), in one query."""
         return dict(
             Edition.objects.filter(kind=Edition.Kind.ALERT, stories__in=stories)
-            .values_list("stories", "pk")
+            .exclude(status__in=ALERT_ENDED_EARLY).values_list("stories", "pk")
         )
 
     @staticmethod
@@ -420,7 +422,8 @@ class StoryAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "story": story,
             "category": story.category,
-            "audience": alert_audience(category_id=story.category_id).count(),
+            "audience": alert_audience(category_id=story.category_id,
+                                       not_reached_for=story.pk).count(),
             "preview": preview,
             "problem": problem,
             "story_url": self._story_url(story),

@@ -17,7 +17,7 @@ from datetime import date, datetime, time, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import (
     Case,
     Count,
@@ -68,13 +68,21 @@ def _log_state(edition: Edition, state: str, *, level: int = logging.INFO,
 
 # --- Audiences -----------------------------------------------------------------------
 
-def alert_audience(*, category_id: int) -> QuerySet[Subscriber]:
-    """Active subscribers who want alerts and follow the category."""
-    return Subscriber.objects.filter(
+def alert_audience(*, category_id: int, not_reached_for: int | None = None
+                   ) -> QuerySet[Subscriber]:
+    """Active subscribers who want alerts and follow the category (and, with
+    `not_reached_for`, whom no earlier alert of that story reached)."""
+    audience = Subscriber.objects.filter(
         status=Subscriber.Status.ACTIVE, wants_alerts=True,
     ).filter(Exists(Subscriber.categories.through.objects.filter(
         subscriber_id=OuterRef("pk"), category_id=category_id,
     )))
+    if not_reached_for is not None:
+        audience = audience.exclude(Exists(Delivery.objects.filter(
+            subscriber_id=OuterRef("pk"), status=Delivery.Status.SENT,
+            edition__kind=Edition.Kind.ALERT, edition__stories=not_reached_for,
+        )))
+    return audience
 
 
 def _digest_audience(edition: Edition) -> QuerySet[Subscriber]:
@@ -188,8 +196,17 @@ def alerts_unfinished(*, story_ids: list[int]) -> dict[int, Edition]:
     }
 
 
+# An alert that ended like this may be sent again (to the readers it did not reach).
+ALERT_ENDED_EARLY = (Edition.Status.CANCELLED, Edition.Status.EXPIRED)
+
+
 def edition_create_alert(*, story: Story, by=None) -> Edition:
-    """An alert edition for a published breaking story; at most one per story."""
+    """An alert edition for a published breaking story.
+
+    One per story, unless the earlier ones were cancelled or expired (the story
+    was unpublished and is back, say): then a new one goes to the readers none
+    of them reached, so nobody gets the same story's alert twice.
+    """
     if not story.breaking:
         raise EditionError("Only stories marked breaking send alerts.")
     if not story.is_live:
@@ -197,13 +214,24 @@ def edition_create_alert(*, story: Story, by=None) -> Edition:
     if problem := alert_content_problem(story=story):
         raise EditionError(f"Its alert cannot be sent: {problem}.")
     with transaction.atomic():
-        edition, created = Edition.objects.get_or_create(
-            key=f"alert:story:{story.pk}",
-            defaults={
-                "kind": Edition.Kind.ALERT, "scheduled_at": timezone.now(),
-                "created_by": by, "audience": {"category_id": story.category_id},
-            },
-        )
+        earlier = list(Edition.objects.filter(kind=Edition.Kind.ALERT, stories=story)
+                       .order_by("pk"))
+        for edition in earlier:
+            if edition.status not in ALERT_ENDED_EARLY:
+                raise AlertAlreadySent(edition)
+        key = f"alert:story:{story.pk}" + (f":{len(earlier) + 1}" if earlier else "")
+        audience: dict[str, object] = {"category_id": story.category_id}
+        if earlier:
+            audience["story_id"] = story.pk  # leave out whom the earlier ones reached
+        try:
+            with transaction.atomic():
+                edition, created = Edition.objects.get_or_create(key=key, defaults={
+                    "kind": Edition.Kind.ALERT, "scheduled_at": timezone.now(),
+                    "created_by": by, "audience": audience,
+                })
+        except IntegrityError:  # another editor's click made the same key first
+            created = False
+            edition = Edition.objects.get(key=key)
         if not created:
             raise AlertAlreadySent(edition)
         edition.stories.set([story])
@@ -380,7 +408,9 @@ _DISPATCHABLE = (Edition.Status.SENDING, Edition.Status.PAUSED)
 def _recipients(edition: Edition) -> tuple[QuerySet[Subscriber], bool]:
     """Who gets the edition, and whether each reader has a window (digests)."""
     if edition.kind == Edition.Kind.ALERT:
-        return alert_audience(category_id=edition.audience["category_id"]), False
+        # An alert sent again (audience["story_id"]): not to whom an earlier one reached.
+        return alert_audience(category_id=edition.audience["category_id"],
+                              not_reached_for=edition.audience.get("story_id")), False
     has_news = Exists(Story.objects.filter(
         status=Story.Status.PUBLISHED,
         category__subscribers=OuterRef("pk"),

@@ -206,3 +206,138 @@ def test_a_late_slot_the_schedule_saw_in_time_is_not_caught_up(no_enqueue):
     cache.set(editions._SCHEDULE_RUN_KEY, (DUE + timedelta(hours=6, minutes=55)).isoformat())
     # A slot past the lateness that earlier runs saw come and go: left to the next digest.
     assert digests_schedule(now=DUE + timedelta(hours=7)) == []
+
+
+# --- A story's place in digests: when it went live, not its date -------------------------
+
+def day(n: int) -> datetime:
+    """Digest n's due moment (daily at 07:00 UTC, n days after DUE)."""
+    return DUE + timedelta(days=n)
+
+
+def digest_on(n: int, smtp) -> None:
+    [edition] = digests_schedule(now=day(n) + timedelta(minutes=1))
+    run(edition)
+
+
+def live(story: Story, at: datetime) -> None:
+    """As if published at `at` (services.story_publish stamps the real clock)."""
+    Story.objects.filter(pk=story.pk).update(live_since=at)
+
+
+def received_headlines(smtp, address: str) -> list[str]:
+    return [line.strip()[2:] for text in texts(smtp, address) for line in text.splitlines()
+            if line.strip().startswith("* ")]
+
+
+@pytest.fixture
+def reader(db):
+    world = category("world", name="World")
+    return subscriber("r@example.com", categories=[world], digest_hour=7,
+                      last_digest_due_at=day(0)), world
+
+
+def test_unpublished_before_a_digest_and_republished_after_it_is_in_the_next(
+        smtp, no_enqueue, reader):
+    from newsroom.services import story_publish, story_unpublish
+
+    sub, world = reader
+    story = publish(world, "Back again", day(0) + timedelta(hours=2))
+    story_unpublish(story=story, by=None)
+    digest_on(1, smtp)  # the story was down
+    story_publish(story=story, by=None)
+    live(story, day(1) + timedelta(hours=3))
+    digest_on(2, smtp)
+    assert received_headlines(smtp, sub.email) == ["Back again"]
+
+
+def test_a_dated_draft_published_after_the_digest_of_its_date_is_in_the_next(
+        smtp, no_enqueue, reader):
+    from newsroom.services import story_publish
+
+    sub, world = reader
+    publish(world, "On time", day(0) + timedelta(hours=1))
+    draft = Story.objects.create(headline="Dated draft", slug="dated", category=world,
+                                 body="Text.", published_at=day(0) + timedelta(hours=2))
+    digest_on(1, smtp)
+    story_publish(story=draft, by=None)  # keeps its date, day 0
+    draft.refresh_from_db()
+    assert draft.published_at == day(0) + timedelta(hours=2) and draft.live_since > day(1)
+    live(draft, day(1) + timedelta(hours=5))
+    digest_on(2, smtp)
+    assert received_headlines(smtp, sub.email) == ["On time", "Dated draft"]
+
+
+def test_an_imported_story_dated_before_a_sent_digest_is_in_the_next(smtp, no_enqueue, reader):
+    from newsroom.importer import StoryFile
+    from newsroom.imports import story_import
+
+    sub, world = reader
+    publish(world, "On time", day(0) + timedelta(hours=1))
+    digest_on(1, smtp)
+    story_import(StoryFile(headline="Imported late", slug="late-import", category="world",
+                           date=day(0) + timedelta(hours=2), body_markdown="Text."))
+    assert Story.objects.get(slug="late-import").live_since > day(1)  # the real clock
+    live(Story.objects.get(slug="late-import"), day(1) + timedelta(hours=1))
+    digest_on(2, smtp)
+    assert received_headlines(smtp, sub.email) == ["On time", "Imported late"]
+
+
+def test_moving_a_published_storys_date_forward_repeats_nothing(smtp, no_enqueue, reader):
+    sub, world = reader
+    story = publish(world, "Moved", day(0) + timedelta(hours=2))
+    digest_on(1, smtp)
+    story.published_at = day(1) + timedelta(hours=4)  # into the next window, still past
+    story.save()
+    publish(world, "Next day", day(1) + timedelta(hours=2))
+    digest_on(2, smtp)
+    assert received_headlines(smtp, sub.email) == ["Moved", "Next day"]
+
+
+def test_moving_a_published_storys_date_back_skips_nothing(smtp, no_enqueue, reader):
+    sub, world = reader
+    story = publish(world, "Moved", day(0) + timedelta(hours=2))
+    story.published_at = day(-3)  # before the reader's window, before its digest
+    story.save()
+    digest_on(1, smtp)
+    assert received_headlines(smtp, sub.email) == ["Moved"]
+
+
+# --- Alerts sent again ---------------------------------------------------------------------
+
+def test_a_cancelled_alert_can_be_sent_again_to_the_readers_it_did_not_reach(
+        smtp, no_enqueue):
+    policy_cat = category("policy", name="Policy")
+    got_it = subscriber("got@example.com", categories=[policy_cat])
+    waiting = subscriber("waiting@example.com", categories=[policy_cat])
+    story = Story.objects.create(
+        headline="Vote", slug="vote", category=policy_cat, body="Text.", breaking=True,
+        status=Story.Status.PUBLISHED, published_at=datetime.now(UTC) - timedelta(minutes=1))
+    first = editions.edition_create_alert(story=story, by=None)
+    editions.edition_dispatch(edition_id=first.pk)
+    Delivery.objects.filter(edition=first, subscriber=got_it).update(status="sent")
+    editions.edition_cancel(edition=Edition.objects.get(pk=first.pk))
+
+    again = editions.edition_create_alert(story=story, by=None)
+    assert again.key == f"alert:story:{story.pk}:2"
+    with pytest.raises(editions.AlertAlreadySent):
+        editions.edition_create_alert(story=story, by=None)
+    run(again)
+    assert [m.rcpt_to for m in smtp.handler.messages] == [waiting.email]
+    assert editions.alert_audience(category_id=policy_cat.pk,
+                                   not_reached_for=story.pk).count() == 0
+
+
+def test_an_expired_alert_with_nothing_sent_can_be_sent_again(smtp, no_enqueue, settings):
+    policy_cat = category("policy", name="Policy")
+    reader = subscriber("r@example.com", categories=[policy_cat])
+    story = Story.objects.create(
+        headline="Vote", slug="vote", category=policy_cat, body="Text.", breaking=True,
+        status=Story.Status.PUBLISHED, published_at=datetime.now(UTC) - timedelta(minutes=1))
+    first = editions.edition_create_alert(story=story, by=None)
+    Edition.objects.filter(pk=first.pk).update(
+        scheduled_at=datetime.now(UTC) - timedelta(seconds=settings.NEWSROOM_ALERT_STALE_AFTER + 1))
+    editions.edition_dispatch(edition_id=first.pk)
+    assert Edition.objects.get(pk=first.pk).status == Edition.Status.EXPIRED
+    run(editions.edition_create_alert(story=story, by=None))
+    assert [m.rcpt_to for m in smtp.handler.messages] == [reader.email]
