@@ -196,6 +196,8 @@ class Edition(models.Model):
         EXPIRED = "expired", "Expired (too late to send)"
 
     ACTIVE = (Status.PLANNED, Status.SENDING)
+    # How the note of a digest made after its lateness window begins (beat was down).
+    CAUGHT_UP = "caught up"
 
     key = models.CharField(
         max_length=100, unique=True,

@@ -142,3 +142,16 @@ def edition_delivery_counts(edition: Edition) -> tuple[dict[str, int], list[tupl
         current = story.revision if story is not None else None
     return by_status, [(revision, n, revision == current)
                        for revision, n in sorted(sent_by_revision.items())]
+
+
+def editions_needing_attention(*, now: datetime, days: int = 7) -> dict[str, list[Edition]]:
+    """What a person should look at: editions stopped as failed (they wait for a
+    retry or a cancel) and digests caught up late in the last `days` (the
+    schedule was not running when they were due)."""
+    return {
+        "failed": list(Edition.objects.filter(status=Edition.Status.FAILED).order_by("-pk")[:20]),
+        "caught_up": list(Edition.objects.filter(
+            kind=Edition.Kind.DIGEST, note__startswith=Edition.CAUGHT_UP,
+            created_at__gte=now - timedelta(days=days),
+        ).order_by("-pk")[:20]),
+    }

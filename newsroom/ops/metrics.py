@@ -235,7 +235,14 @@ class NewsroomCollector:
         for kind in Edition.Kind.values:
             stalled.add_metric([kind], sum(1 for edition in found if edition.kind == kind))
 
-        return [deliveries, targeted, requeued, by_status, stalled, self._failed(),
+        caught_up = CounterMetricFamily(
+            "newsroom_digests_caught_up",
+            "Digest editions made after their lateness window because the schedule (beat) "
+            "was not running when they were due.",
+            value=Edition.objects.filter(kind=Edition.Kind.DIGEST,
+                                         note__startswith=Edition.CAUGHT_UP).count(),
+        )
+        return [deliveries, targeted, requeued, by_status, stalled, caught_up, self._failed(),
                 *self._durations()]
 
     def _failed(self) -> Metric:

@@ -37,7 +37,13 @@ from newsroom.admin_mixins import ReadOnlyAdminMixin
 from newsroom.ops import broker, charts, samples, workers
 from subscriptions.admin import SendProgress, send_progress
 from subscriptions.models import Delivery, Edition
-from subscriptions.selectors import STALL_FIELDS, edition_stalled_for, eta_text, stalled_text
+from subscriptions.selectors import (
+    STALL_FIELDS,
+    edition_stalled_for,
+    editions_needing_attention,
+    eta_text,
+    stalled_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +203,7 @@ def operations_context(request: HttpRequest) -> dict[str, Any]:
         "editions": editions,
         "more_editions": more_editions,
         "stalled_count": sum(1 for row in editions if row.stalled),
+        "attention": editions_needing_attention(now=timezone.now()),
         "stall_after": duration(settings.NEWSROOM_STALL_AFTER),
         "send_rate_chart": charts.line_chart(
             samples.send_rate_series(history), title="Messages sent per second, last hour",

@@ -290,7 +290,7 @@ def db_now() -> datetime:
 # Where digests_schedule notes its last run (it runs every few minutes): a due
 # moment after that run and past the lateness window was missed (beat was down).
 _SCHEDULE_RUN_KEY = "newsroom:digests_schedule:last_run"
-CATCH_UP_NOTE = "caught up"
+CATCH_UP_NOTE = Edition.CAUGHT_UP
 
 
 def digests_schedule(*, now: datetime | None = None) -> list[Edition]:

@@ -133,6 +133,13 @@ def test_a_failed_edition_is_exported_with_its_reason(client, token):
 
 
 @pytest.mark.django_db
+def test_caught_up_digests_are_counted(client, token):
+    edition(kind=Edition.Kind.DIGEST, note="caught up: due 2026-12-01 07:00 UTC, 7.0 h late")
+    edition(kind=Edition.Kind.DIGEST, note="")
+    assert value(scrape(client), "newsroom_digests_caught_up_total") == 1
+
+
+@pytest.mark.django_db
 def test_edition_durations(client, token):
     now = timezone.now()
     edition(status=Edition.Status.DONE, started_at=now - timedelta(minutes=10),

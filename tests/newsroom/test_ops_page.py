@@ -401,3 +401,21 @@ def test_the_eta_shows_seconds_under_a_minute(oncall):
              last_progress_at=timezone.now())
     [row] = oncall.get(OPS_URL).context["editions"]
     assert re.fullmatch(r"in (19|20) s", row.eta_text)
+
+
+@pytest.mark.django_db
+def test_failed_editions_and_caught_up_digests_need_attention(admin_client):
+    from django.utils import timezone
+
+    from subscriptions.models import Edition
+
+    failed = Edition.objects.create(key="alert:story:f", kind="alert", status="failed",
+                                    scheduled_at=timezone.now(),
+                                    note="the HTML is 300 KB, over the 100 KB limit")
+    caught = Edition.objects.create(
+        key="digest:daily:c", kind="digest", frequency="daily", status="done",
+        scheduled_at=timezone.now() - timedelta(hours=8),
+        note="caught up: due 2026-12-01 07:00 UTC, created 7.0 h late")
+    page = admin_client.get(OPS_URL).content.decode()
+    assert 'id="ops-failed"' in page and failed.note in page
+    assert 'id="ops-caught-up"' in page and caught.note in page
