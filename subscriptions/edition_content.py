@@ -160,7 +160,7 @@ def alert_content(edition_id: int, story: Story) -> Content:
     )
     return _finish(
         "subscriptions/editions/alert", context, list_key=f"alerts.{story.category.slug}",
-        story_ids=(story.pk,), preheader=_preheader(story.dek or story.body_text),
+        story_ids=(story.pk,), preheader=_preheader(story_summary(story)),
     )
 
 

@@ -291,6 +291,7 @@ def db_now() -> datetime:
 # moment after that run and past the lateness window was missed (beat was down).
 _SCHEDULE_RUN_KEY = "newsroom:digests_schedule:last_run"
 CATCH_UP_NOTE = Edition.CAUGHT_UP
+DIGEST_SETTLE = timedelta(minutes=1)
 
 
 def digests_schedule(*, now: datetime | None = None) -> list[Edition]:
@@ -306,6 +307,9 @@ def digests_schedule(*, now: datetime | None = None) -> list[Edition]:
     them, so the caught-up digest holds the whole missed window.
     """
     now = now or db_now()
+    # Due moments are taken a minute back: a story published just before one
+    # (its transaction not yet committed when the schedule looks) is in its digest.
+    reference = now - DIGEST_SETTLE
     late = timedelta(seconds=settings.NEWSROOM_DIGEST_MAX_LATENESS)
     last_run = _schedule_last_run()
     groups: dict[tuple[str, datetime], list[list]] = defaultdict(list)
@@ -316,7 +320,7 @@ def digests_schedule(*, now: datetime | None = None) -> list[Edition]:
     )
     for frequency, tz, hour in slots:
         try:
-            due = due_instant(now, tz, hour, frequency)
+            due = due_instant(reference, tz, hour, frequency)
         except zoneinfo.ZoneInfoNotFoundError:
             logger.error("unknown time zone %r on subscribers; skipped", tz)
             continue
