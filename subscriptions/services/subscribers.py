@@ -17,7 +17,8 @@ from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from newsroom.models import Category
-from subscriptions.models import ConsentRecord, Subscriber, normalise_email
+from subscriptions.addresses import normalise_email
+from subscriptions.models import ConsentRecord, Subscriber
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ def subscriber_signup(*, email: str, preferences: Preferences, info: RequestInfo
 
     Whatever the address, the caller shows the same page: an active subscriber
     gets a "manage your subscription" email instead of a confirmation, and
-    nobody learns from the response whether an address is known.
+    nobody learns from the response whether an address is known. An address
+    that is no mailbox raises `AddressError` (the form refuses it first).
     """
     address = normalise_email(email)
     for attempt in range(2):
