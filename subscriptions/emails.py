@@ -22,7 +22,7 @@ from subscriptions.tokens import Purpose, token_make
 
 class Kind(StrEnum):
     CONFIRM = "confirm"  # double opt-in: confirm your address
-    MANAGE = "manage"  # you are already subscribed: here is your preferences link
+    MANAGE = "manage"  # here is your preferences link (signed up again, or asked for it)
     GOODBYE = "goodbye"  # you have left; come back with this link
 
 
@@ -30,7 +30,8 @@ class Kind(StrEnum):
 # has passed (confirmed meanwhile, unsubscribed meanwhile) sends nothing.
 SENDABLE_STATUS = {
     Kind.CONFIRM: {Subscriber.Status.PENDING},
-    Kind.MANAGE: {Subscriber.Status.ACTIVE},
+    # Unsubscribed too: the unsubscribe page offers this email instead of a link.
+    Kind.MANAGE: {Subscriber.Status.ACTIVE, Subscriber.Status.UNSUBSCRIBED},
     Kind.GOODBYE: {Subscriber.Status.UNSUBSCRIBED},
 }
 

@@ -70,3 +70,8 @@ def signup_allowed_for_email(email: str) -> bool:
     """Count a sign-up of this address; known and unknown addresses count alike."""
     return hit("signup-email", email_lookup(email) or email.strip().lower(),
                limit=settings.NEWSROOM_SIGNUP_LIMIT_PER_EMAIL)
+
+
+def manage_link_allowed(email: str) -> bool:
+    """Count a request, from an unsubscribe page, to mail this address its preferences link."""
+    return hit("manage-link", email, limit=settings.NEWSROOM_SIGNUP_LIMIT_PER_EMAIL)

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from newsroom.models import Category
 from subscriptions.addresses import normalise_email
+from subscriptions.emails import SENDABLE_STATUS, Kind
 from subscriptions.models import ConsentRecord, Subscriber
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,17 @@ def _signup(address: str, prefs: Preferences, info: RequestInfo) -> SignupOutcom
     )
     _send_after_commit(subscriber, "confirm")
     return SignupOutcome(subscriber, "confirm")
+
+
+def subscriber_send_manage_link(*, subscriber: Subscriber) -> bool:
+    """Mail a reader the link to their preferences (asked for on the unsubscribe
+    page, which shows none). False for those we must not mail: bounced or
+    complained addresses, erased rows."""
+    if subscriber.erased_at is not None or subscriber.status not in SENDABLE_STATUS[Kind.MANAGE]:
+        return False
+    _send_after_commit(subscriber, "manage")
+    logger.info("preferences link requested", extra={"subscriber_id": subscriber.pk})
+    return True
 
 
 def subscriber_confirm(*, subscriber: Subscriber, info: RequestInfo) -> bool:
