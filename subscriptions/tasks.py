@@ -69,5 +69,6 @@ def digests_schedule() -> list[int]:
 def editions_reconcile() -> dict:
     report = editions.editions_reconcile()
     return {"redispatched": report.redispatched, "released": report.released,
-            "requeued_editions": report.requeued_editions, "finished": report.finished,
+            "requeued_editions": report.requeued_editions, "expired": report.expired,
+            "finished": report.finished,
             "dispatch_completed": report.dispatch_completed}
