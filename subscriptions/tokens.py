@@ -39,7 +39,7 @@ import hashlib
 import hmac
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from functools import lru_cache
@@ -83,7 +83,7 @@ class TokenClaim:
     subscriber_id: int
     purpose: Purpose
     tag: bytes  # format 2: HMAC of id and address
-    secret: str | bytes = ""  # format 2: the key that verified it
+    secret: str | bytes = field(default="", repr=False)  # format 2: the key that verified it
     legacy_digest: str = ""  # format 1: unkeyed sha256 of the address
 
 
