@@ -391,9 +391,14 @@ LOGGING = {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "newsroom.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # No link's token in any line (newsroom/logging.py).
+    "filters": {"redact_tokens": {"()": "newsroom.logging.RedactTokens"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
+                             "filters": ["redact_tokens"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # runserver's request lines, through our handler rather than Django's own.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.db.backends": {"level": "INFO"},
         "axes.apps": {"level": "WARNING"},  # its start-up banner, in every process
     },

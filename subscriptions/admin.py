@@ -52,14 +52,15 @@ from newsroom.admin_mixins import ReadOnlyAdminMixin
 from newsroom.middleware import allow_inline_styles
 from newsroom.models import Category
 from newsroom.ops.samples import edition_rate_chart
+from subscriptions.addresses import search_term
 from subscriptions.edition_content import ContentError
+from subscriptions.forms import AddressField
 from subscriptions.models import (
     ConsentRecord,
     Delivery,
     Edition,
     Subscriber,
     TrackingEvent,
-    normalise_email,
 )
 from subscriptions.selectors import (
     edition_audience_text,
@@ -148,6 +149,10 @@ class SubscriberAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["status", "frequency", "wants_alerts", "categories"]
     search_fields = ["email"]
     search_help_text = "Search by email address (or part of it)."
+
+    def get_search_results(self, request, queryset, search_term_):
+        # Addresses are stored with ASCII domains: search in that spelling.
+        return super().get_search_results(request, queryset, search_term(search_term_))
     fieldsets = [
         (None, {"fields": ["email", "status", "suppression_reason"]}),
         ("Preferences", {"fields": ["categories", "frequency", "wants_alerts", "timezone",
@@ -405,14 +410,11 @@ def send_progress(edition: Edition, *, now: datetime) -> SendProgress:
 
 
 class SubscriberEmailForm(forms.Form):
-    email = forms.EmailField(label="Subscriber email", max_length=254)
+    email = AddressField(label="Subscriber email", max_length=254)
 
     def __init__(self, *args: Any, required: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["email"].required = required
-
-    def clean_email(self) -> str:
-        return normalise_email(self.cleaned_data["email"])
 
 
 @dataclass(frozen=True)
@@ -929,6 +931,9 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["subscriber"]
     search_fields = ["subscriber__email"]
     search_help_text = "Search by the subscriber's email address."
+
+    def get_search_results(self, request, queryset, search_term_):
+        return super().get_search_results(request, queryset, search_term(search_term_))
     show_full_result_count = False
     fields = ["edition", "subscriber", "status", "attempts", "window_start", "claim",
               "claimed_at", "sent_at", "message_id", "last_error"]

@@ -8,8 +8,12 @@ carry no List-Unsubscribe header, but each links to the preferences page.
 
 from __future__ import annotations
 
+import logging
+import re
+import smtplib
 from enum import StrEnum
 
+from anymail.exceptions import AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
@@ -19,10 +23,12 @@ from subscriptions.list_headers import manage_url
 from subscriptions.models import Subscriber
 from subscriptions.tokens import Purpose, token_make
 
+logger = logging.getLogger(__name__)
+
 
 class Kind(StrEnum):
     CONFIRM = "confirm"  # double opt-in: confirm your address
-    MANAGE = "manage"  # you are already subscribed: here is your preferences link
+    MANAGE = "manage"  # here is your preferences link (signed up again, or asked for it)
     GOODBYE = "goodbye"  # you have left; come back with this link
 
 
@@ -30,7 +36,8 @@ class Kind(StrEnum):
 # has passed (confirmed meanwhile, unsubscribed meanwhile) sends nothing.
 SENDABLE_STATUS = {
     Kind.CONFIRM: {Subscriber.Status.PENDING},
-    Kind.MANAGE: {Subscriber.Status.ACTIVE},
+    # Unsubscribed too: the unsubscribe page offers this email instead of a link.
+    Kind.MANAGE: {Subscriber.Status.ACTIVE, Subscriber.Status.UNSUBSCRIBED},
     Kind.GOODBYE: {Subscriber.Status.UNSUBSCRIBED},
 }
 
@@ -66,10 +73,66 @@ def subscriber_email_build(*, subscriber: Subscriber, kind: Kind) -> EmailMultiA
 
 
 def subscriber_email_send(*, subscriber_id: int, kind: str) -> bool:
-    """Send one subscription email if it still makes sense; False if skipped."""
+    """Send one subscription email if it still makes sense; False if skipped or refused.
+
+    Transient failures raise, so the task retries them. A permanent refusal
+    (a 5xx reply) would fail the same way ten times over, so it is recorded
+    instead and not raised: see `_refused`.
+    """
     kind = Kind(kind)
     subscriber = Subscriber.objects.filter(pk=subscriber_id, erased_at__isnull=True).first()
     if subscriber is None or subscriber.status not in SENDABLE_STATUS[kind]:
         return False
-    subscriber_email_build(subscriber=subscriber, kind=kind).send()
+    try:
+        subscriber_email_build(subscriber=subscriber, kind=kind).send()
+    except (smtplib.SMTPException, AnymailRecipientsRefused) as exc:
+        if not _refused(subscriber, kind, exc):
+            raise
+        return False
+    return True
+
+
+def permanent_refusal(exc: Exception) -> tuple[bool, str] | None:
+    """(whether the recipient was refused, the reply) for a permanent refusal; None
+    for anything a retry may get through (4xx, a dropped connection)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        replies = list(exc.recipients.values())
+        if replies and all(500 <= code < 600 for code, _ in replies):
+            code, text = replies[0]
+            return True, f"{code} {_text(text)}"
+        return None
+    if isinstance(exc, AnymailRecipientsRefused):
+        return True, str(exc)
+    if isinstance(exc, smtplib.SMTPResponseException) and 500 <= exc.smtp_code < 600:
+        return False, f"{exc.smtp_code} {_text(exc.smtp_error)}"
+    return None
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _refused(subscriber: Subscriber, kind: Kind, exc: Exception) -> bool:
+    """Record a permanent refusal; False if `exc` is not one.
+
+    A refused recipient is a hard bounce at the door, so it is treated as the
+    ESP's hard-bounce event is: the subscriber is suppressed as bounced, with
+    the reply as the reason (a new sign-up starts them afresh). Any other 5xx
+    (the sender, the login, the content) is a fault of ours that no retry
+    mends: logged as an error for a person, the subscriber left as they are.
+    """
+    from subscriptions.services.subscribers import subscriber_suppress
+
+    refusal = permanent_refusal(exc)
+    if refusal is None:
+        return False
+    recipient, reply = refusal
+    reply = re.sub(re.escape(subscriber.email), "<recipient>", reply, flags=re.IGNORECASE)
+    log = {"subscriber_id": subscriber.pk, "kind": str(kind), "reply": reply[:200]}
+    if not recipient:
+        logger.error("%s email refused permanently (not retried): %s", kind, reply, extra=log)
+        return True
+    logger.warning("%s email: recipient refused permanently (not retried)", kind, extra=log)
+    subscriber_suppress(subscriber=subscriber, status=Subscriber.Status.BOUNCED,
+                        reason=f"{kind} email refused: {reply}", method="smtp")
     return True

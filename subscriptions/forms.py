@@ -17,6 +17,7 @@ from django.utils.html import escape, format_html, json_script
 from django.utils.safestring import mark_safe
 
 from newsroom.models import Category
+from subscriptions.addresses import AddressError, normalise_email
 from subscriptions.models import Subscriber
 from subscriptions.services.subscribers import Preferences
 from subscriptions.tz_aliases import ALIASES
@@ -147,6 +148,27 @@ class TopicField(forms.ModelMultipleChoiceField):
         )
 
 
+class AddressField(forms.EmailField):
+    """An email address in the spelling we store (subscriptions/addresses.py).
+
+    Normalised before Django's syntax check, so an invisible character, an IP
+    literal, localhost or a dotless domain (the last three Django accepts) is
+    refused with its reason rather than a bare "not valid"; the syntax check
+    then reads the ASCII form of the domain.
+    """
+
+    def clean(self, value):
+        value = self.to_python(value)
+        if value not in self.empty_values:
+            try:
+                value = normalise_email(value)
+            except AddressError as exc:
+                raise forms.ValidationError(str(exc), code="invalid") from None
+        self.validate(value)
+        self.run_validators(value)
+        return value
+
+
 class PreferencesForm(forms.Form):
     """What a subscriber receives; shared by the sign-up and preferences pages."""
 
@@ -211,7 +233,7 @@ class PreferencesForm(forms.Form):
 
 
 class SignupForm(PreferencesForm):
-    email = forms.EmailField(
+    email = AddressField(
         label="Email address", max_length=254,
         widget=forms.EmailInput(attrs={"autocomplete": "email", "spellcheck": "false"}),
         error_messages={"required": "Enter your email address.",

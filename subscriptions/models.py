@@ -11,20 +11,12 @@ from django.db import models
 from django.db.models.functions import Lower
 
 from newsroom.models import Category
+from subscriptions.addresses import normalise_email
 
 
 def validate_timezone(value: str) -> None:
     if value not in zoneinfo.available_timezones():
         raise ValidationError(f"{value!r} is not a known IANA time zone, e.g. Europe/Berlin.")
-
-
-def normalise_email(address: str) -> str:
-    """One spelling per mailbox: trimmed and lower-cased.
-
-    Local parts are case-sensitive in theory, but no mailbox provider treats
-    them so, and two rows for Ann@ and ann@ would mean two copies of every alert.
-    """
-    return address.strip().lower()
 
 
 class Subscriber(models.Model):
@@ -86,7 +78,10 @@ class Subscriber(models.Model):
         return self.email
 
     def save(self, *args, **kwargs) -> None:
-        self.email = normalise_email(self.email)
+        # New rows only: an existing row whose stored spelling no longer passes
+        # (kept by migration 0008 on a collision) must still save its preferences.
+        if self._state.adding:
+            self.email = normalise_email(self.email)
         super().save(*args, **kwargs)
 
     @property

@@ -14,7 +14,7 @@ import ipaddress
 from django.conf import settings
 from django.core.cache import cache
 
-from subscriptions.models import normalise_email
+from subscriptions.addresses import email_lookup
 
 HOUR = 3600
 
@@ -68,5 +68,10 @@ def signup_allowed_for_client(ip_address: str | None) -> bool:
 
 def signup_allowed_for_email(email: str) -> bool:
     """Count a sign-up of this address; known and unknown addresses count alike."""
-    return hit("signup-email", normalise_email(email),
+    return hit("signup-email", email_lookup(email) or email.strip().lower(),
                limit=settings.NEWSROOM_SIGNUP_LIMIT_PER_EMAIL)
+
+
+def manage_link_allowed(email: str) -> bool:
+    """Count a request, from an unsubscribe page, to mail this address its preferences link."""
+    return hit("manage-link", email, limit=settings.NEWSROOM_SIGNUP_LIMIT_PER_EMAIL)

@@ -11,7 +11,9 @@ from django.db import InterfaceError, OperationalError
 from subscriptions import emails
 from subscriptions.services import deliveries, editions, tracking
 
-# Transient transport failures: try again later, with growing pauses.
+# Transient transport failures: try again later, with growing pauses. Permanent
+# refusals (5xx) of subscription emails never get here: emails.subscriber_email_send
+# records them and returns.
 TRANSIENT = (smtplib.SMTPException, ConnectionError, TimeoutError, OSError, AnymailAPIError)
 
 
@@ -67,5 +69,6 @@ def digests_schedule() -> list[int]:
 def editions_reconcile() -> dict:
     report = editions.editions_reconcile()
     return {"redispatched": report.redispatched, "released": report.released,
-            "requeued_editions": report.requeued_editions, "finished": report.finished,
+            "requeued_editions": report.requeued_editions, "expired": report.expired,
+            "finished": report.finished,
             "dispatch_completed": report.dispatch_completed}

@@ -16,5 +16,7 @@ urlpatterns = [
     path("preferences/<str:token>/resubscribe/", views.manage_resubscribe,
          name="manage_resubscribe"),
     path("unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),
+    path("unsubscribe/<str:token>/preferences-link/", views.unsubscribe_manage_link,
+         name="unsubscribe_manage_link"),
     path("editions/<str:token>/", edition_views.edition_view, name="edition_view"),
 ]

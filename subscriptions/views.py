@@ -40,6 +40,7 @@ from subscriptions.services.subscribers import (
     RequestInfo,
     subscriber_confirm,
     subscriber_resubscribe,
+    subscriber_send_manage_link,
     subscriber_signup,
     subscriber_unfollow,
     subscriber_unsubscribe,
@@ -74,6 +75,7 @@ def _request_info(request: HttpRequest, token: str | None = None) -> RequestInfo
 
 
 def _manage_token(subscriber: Subscriber) -> str:
+    """A preferences link, minted only from a confirm token (7 days, just mailed)."""
     return token_make(subscriber_id=subscriber.pk, email=subscriber.email, purpose=Purpose.MANAGE)
 
 
@@ -283,8 +285,26 @@ def unsubscribe(request: HttpRequest, subscriber: Subscriber, token: str) -> Htt
             method="one-click" if one_click else "unsubscribe-page", send_goodbye=False,
         )
         unsubscribed = True  # now, or already before: the answer is the same
-    return render(request, f"{PAGES}/unsubscribe.html", {
-        "token": token,
-        "unsubscribed": unsubscribed,
-        "manage_token": _manage_token(subscriber),
-    })
+    return _unsubscribe_page(request, token, unsubscribed=unsubscribed)
+
+
+def _unsubscribe_page(request: HttpRequest, token: str, **context) -> HttpResponse:
+    # No preferences link on this page: the unsubscribe token lives a year and
+    # travels in headers and forwarded mail, and the preferences page shows the
+    # address. The page offers to email that link to the address instead.
+    return render(request, f"{PAGES}/unsubscribe.html", {"token": token, **context})
+
+
+@csrf_exempt  # cookieless like the page it is on; it can only mail the token's own address
+@require_POST
+@with_subscriber(Purpose.UNSUBSCRIBE)
+def unsubscribe_manage_link(request: HttpRequest, subscriber: Subscriber,
+                            token: str) -> HttpResponse:
+    """Email the reader a link to their preferences (the "manage" email)."""
+    if not ratelimit.manage_link_allowed(subscriber.email):
+        return _rate_limited(request)
+    sent = subscriber_send_manage_link(subscriber=subscriber)
+    return _unsubscribe_page(
+        request, token, unsubscribed=subscriber.status == Subscriber.Status.UNSUBSCRIBED,
+        link_sent=sent, link_refused=not sent,
+    )

@@ -62,10 +62,13 @@ def smtp(smtp_sink, settings):
     settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
     settings.EMAIL_TRANSPORT = "smtp"
     smtp_sink.handler.reject.clear()
+    smtp_sink.handler.refused.clear()
+    smtp_sink.handler.reject_data = ""
     with smtp_sink.handler.lock:
         smtp_sink.handler.messages.clear()
     yield smtp_sink
     smtp_sink.handler.reject.clear()
+    smtp_sink.handler.reject_data = ""
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,8 @@ class SinkHandler:
     folder: Path | None = None
     messages: list[Received] = field(default_factory=list)
     reject: dict[str, str] = field(default_factory=dict)  # address -> SMTP reply
+    refused: list[str] = field(default_factory=list)  # each RCPT answered from `reject`
+    reject_data: str = ""  # an SMTP reply to every DATA, if set
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay: float = 0.0  # seconds to take over each message (to make a send last)
 
@@ -39,11 +41,14 @@ class SinkHandler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.reject.get(address.lower())
         if reply:
+            self.refused.append(address)
             return reply
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.reject_data:
+            return self.reject_data
         data = envelope.original_content or envelope.content
         if self.delay:
             await asyncio.sleep(self.delay)

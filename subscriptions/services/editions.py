@@ -446,13 +446,8 @@ def edition_dispatch(*, edition_id: int) -> int:
         if edition.status in _DISPATCHABLE and edition.started_at and not edition.dispatched_at:
             return edition_dispatch_complete(edition=edition) or 0
         return 0
-    stale = timedelta(seconds=settings.NEWSROOM_ALERT_STALE_AFTER)
-    if edition.kind == Edition.Kind.ALERT and now - edition.scheduled_at > stale:
-        if Edition.objects.filter(pk=edition.pk, status=Edition.Status.PLANNED).update(
-            status=Edition.Status.EXPIRED, finished_at=now,
-            note=f"not started within {stale}; not sent late",
-        ):
-            _log_state(edition, "expired", level=logging.ERROR)
+    if edition.kind == Edition.Kind.ALERT and now - edition.scheduled_at > _alert_stale_after():
+        _alert_expire(edition, now=now)
         return 0
     # Checked before a row is written: a story corrected into something that
     # cannot be sent stops here, with the reason, not in every batch.
@@ -739,11 +734,28 @@ class ReconcileReport:
                     or self.expired or self.finished or self.dispatch_completed)
 
 
+def _alert_stale_after() -> timedelta:
+    return timedelta(seconds=settings.NEWSROOM_ALERT_STALE_AFTER)
+
+
+def _alert_expire(edition: Edition, *, now: datetime) -> bool:
+    """Mark a planned alert expired (news too old to send late); False if it was not planned."""
+    stale = _alert_stale_after()
+    if not Edition.objects.filter(pk=edition.pk, status=Edition.Status.PLANNED).update(
+        status=Edition.Status.EXPIRED, finished_at=now,
+        note=f"not started within {stale}; not sent late",
+    ):
+        return False
+    _log_state(edition, "expired", level=logging.ERROR)
+    return True
+
+
 def editions_reconcile(*, now: datetime | None = None, dry_run: bool = False) -> ReconcileReport:
     """Find sends that stopped moving and set them going again.
 
-    * a planned edition whose dispatch message was lost is dispatched again
-      (or expires, for an alert past its staleness window);
+    * a planned alert older than NEWSROOM_ALERT_STALE_AFTER expires (counted
+      in `expired`), whether or not its dispatch message ever arrives;
+    * a planned edition whose dispatch message was lost is dispatched again;
     * deliveries claimed by a batch run that died (claimed longer ago than any
       task may run) go back to the queue: these are the only possible
       duplicates, and they are counted on the edition;
@@ -759,9 +771,19 @@ def editions_reconcile(*, now: datetime | None = None, dry_run: bool = False) ->
     claim_timeout = timedelta(seconds=settings.NEWSROOM_CLAIM_TIMEOUT)
     report = ReconcileReport([], 0, [], [], [])
 
+    # Expired here rather than by a dispatch message that may never come (lost
+    # with Redis, or a queue nobody consumes): the edition's page and /metrics
+    # then say so within a minute of the deadline.
+    for edition in Edition.objects.filter(
+        status=Edition.Status.PLANNED, kind=Edition.Kind.ALERT,
+        scheduled_at__lt=now - _alert_stale_after(),
+    ):
+        if dry_run or _alert_expire(edition, now=now):
+            report.expired.append(edition.pk)
+
     for edition in Edition.objects.filter(
         status=Edition.Status.PLANNED, scheduled_at__lte=now - stall
-    ):
+    ).exclude(pk__in=report.expired):
         report.redispatched.append(edition.pk)
         if not dry_run:
             _log_state(edition, "dispatched again", level=logging.WARNING)

@@ -17,7 +17,9 @@ from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from newsroom.models import Category
-from subscriptions.models import ConsentRecord, Subscriber, normalise_email
+from subscriptions.addresses import normalise_email
+from subscriptions.emails import SENDABLE_STATUS, Kind
+from subscriptions.models import ConsentRecord, Subscriber
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +117,8 @@ def subscriber_signup(*, email: str, preferences: Preferences, info: RequestInfo
 
     Whatever the address, the caller shows the same page: an active subscriber
     gets a "manage your subscription" email instead of a confirmation, and
-    nobody learns from the response whether an address is known.
+    nobody learns from the response whether an address is known. An address
+    that is no mailbox raises `AddressError` (the form refuses it first).
     """
     address = normalise_email(email)
     for attempt in range(2):
@@ -145,6 +148,17 @@ def _signup(address: str, prefs: Preferences, info: RequestInfo) -> SignupOutcom
     )
     _send_after_commit(subscriber, "confirm")
     return SignupOutcome(subscriber, "confirm")
+
+
+def subscriber_send_manage_link(*, subscriber: Subscriber) -> bool:
+    """Mail a reader the link to their preferences (asked for on the unsubscribe
+    page, which shows none). False for those we must not mail: bounced or
+    complained addresses, erased rows."""
+    if subscriber.erased_at is not None or subscriber.status not in SENDABLE_STATUS[Kind.MANAGE]:
+        return False
+    _send_after_commit(subscriber, "manage")
+    logger.info("preferences link requested", extra={"subscriber_id": subscriber.pk})
+    return True
 
 
 def subscriber_confirm(*, subscriber: Subscriber, info: RequestInfo) -> bool:

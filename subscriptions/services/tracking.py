@@ -32,7 +32,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from subscriptions.models import Subscriber, TrackingEvent, normalise_email
+from subscriptions.addresses import email_lookup
+from subscriptions.models import Subscriber, TrackingEvent
 from subscriptions.services.subscribers import subscriber_suppress
 
 logger = logging.getLogger(__name__)
@@ -139,9 +140,12 @@ def _suppression(event_type: str, reject_reason: str | None) -> str | None:
     return None
 
 
-def _scrub(text: str, address: str) -> str:
-    """ESP text often repeats the address; keep it out of reasons and consent details."""
-    return re.sub(re.escape(address), "<recipient>", text, flags=re.IGNORECASE)[:TEXT_LIMIT]
+def _scrub(text: str, *addresses: str) -> str:
+    """ESP text often repeats the address (in either spelling); keep it out of
+    reasons and consent details."""
+    for address in addresses:
+        text = re.sub(re.escape(address), "<recipient>", text, flags=re.IGNORECASE)
+    return text[:TEXT_LIMIT]
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -184,8 +188,10 @@ def tracking_event_process(
     if not soft and status is None and event_type != EventType.DELIVERED:
         logger.debug("tracking event ignored", extra=log)
         return Outcome.IGNORED
-    address = normalise_email(recipient) if isinstance(recipient, str) else ""
-    if "@" not in address or len(address) > 254:
+    # The spelling we store: an ESP reports an IDN domain in ASCII (xn--…), and
+    # may echo a fullwidth one as it was given; both find the one row.
+    address = email_lookup(recipient) if isinstance(recipient, str) else None
+    if address is None:
         logger.warning("tracking event without a usable recipient ignored", extra=log)
         return Outcome.MALFORMED
 
@@ -206,7 +212,8 @@ def tracking_event_process(
             ).exists():
                 return _duplicate(log)
             why = reject_reason if event_type == EventType.REJECTED else ""
-            detail = _scrub(mta_response or description or _text(why), address)
+            detail = _scrub(mta_response or description or _text(why), address,
+                            recipient.strip())
             # Inserted before acting: a concurrent copy of this event fails here
             # on the unique constraint and the whole transaction rolls back.
             row = TrackingEvent.objects.create(

@@ -190,6 +190,17 @@ def test_reconcile_actions_count_what_a_reconcile_did(client, token):
 
 
 @pytest.mark.django_db
+def test_reconcile_counts_the_alerts_it_expires(client, token, settings):
+    before = scrape(client)
+    late = timezone.now() - timedelta(seconds=settings.NEWSROOM_ALERT_STALE_AFTER + 60)
+    stale_alert = edition(status=Edition.Status.PLANNED, scheduled_at=late)
+    assert editions.editions_reconcile().expired == [stale_alert.pk]
+    name = "newsroom_reconcile_actions_total"
+    assert value(scrape(client), name, action="expired") == value(
+        before, name, action="expired") + 1
+
+
+@pytest.mark.django_db
 def test_a_dry_run_reconcile_counts_nothing(client, token):
     before = metrics.reconcile_totals()
     editions.editions_reconcile(dry_run=True)

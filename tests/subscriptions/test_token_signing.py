@@ -3,15 +3,18 @@
 subscriptions.tokens keeps each keyed HMAC instead of deriving it per token;
 tokens in emails already sent (made by the stock signer) must still verify,
 and tokens made now must verify with the stock signer, across key rotations.
+The signed value is format 2's sealed id (`_seal`); format 1 values, made by
+the stock signer before it, are in tests/subscriptions/test_token_privacy.py.
 """
 
 from unittest import mock
 
 import pytest
+from django.conf import settings
 from django.core import signing
 from django.test import override_settings
 
-from subscriptions.tokens import Purpose, TokenError, _digest, token_make, token_read
+from subscriptions.tokens import Purpose, TokenError, _seal, token_make, token_read
 
 OLD_KEY = "the-old-secret-key-" + "o" * 40
 NEW_KEY = "the-new-secret-key-" + "n" * 40
@@ -21,8 +24,12 @@ def stock_signer(purpose: Purpose, **kwargs) -> signing.TimestampSigner:
     return signing.TimestampSigner(salt=f"newsroom.subscriptions.{purpose}", **kwargs)
 
 
+def value(purpose: Purpose, subscriber_id: int = 42, email: str = "a@example.com") -> str:
+    return _seal(settings.SECRET_KEY, purpose, subscriber_id, email)
+
+
 def stock_token(purpose: Purpose, subscriber_id: int = 42, email: str = "a@example.com") -> str:
-    return stock_signer(purpose).sign(f"{subscriber_id}.{_digest(email)}")
+    return stock_signer(purpose).sign(value(purpose, subscriber_id, email))
 
 
 @pytest.mark.parametrize("purpose", list(Purpose))
@@ -36,7 +43,7 @@ def test_the_same_token_as_the_stock_signer(purpose):
 def test_stock_tokens_verify_and_ours_verify_with_the_stock_signer(purpose):
     assert token_read(stock_token(purpose), purpose=purpose).subscriber_id == 42
     ours = token_make(subscriber_id=42, email="a@example.com", purpose=purpose)
-    assert stock_signer(purpose).unsign(ours) == f"42.{_digest('a@example.com')}"
+    assert stock_signer(purpose).unsign(ours) == value(purpose)
     with pytest.raises(signing.BadSignature):  # the salt still binds the purpose
         stock_signer(Purpose.CONFIRM if purpose != Purpose.CONFIRM else Purpose.MANAGE
                      ).unsign(ours)
@@ -44,7 +51,7 @@ def test_stock_tokens_verify_and_ours_verify_with_the_stock_signer(purpose):
 
 def test_tokens_of_a_rotated_key_verify_both_ways():
     with override_settings(SECRET_KEY=OLD_KEY, SECRET_KEY_FALLBACKS=[]):
-        sent_by_stock = stock_token(Purpose.UNSUBSCRIBE)
+        sent_by_stock = stock_token(Purpose.UNSUBSCRIBE)  # sealed with the old key too
         sent_by_us = token_make(subscriber_id=42, email="a@example.com",
                                 purpose=Purpose.UNSUBSCRIBE)
     with override_settings(SECRET_KEY=NEW_KEY, SECRET_KEY_FALLBACKS=[OLD_KEY]):
@@ -64,7 +71,7 @@ def test_a_changed_secret_key_signs_with_the_new_key():
     with at, override_settings(SECRET_KEY=NEW_KEY, SECRET_KEY_FALLBACKS=[]):
         new = token_make(subscriber_id=1, email="a@example.com", purpose=Purpose.MANAGE)
         assert new != old
-        assert new == stock_signer(Purpose.MANAGE).sign(f"1.{_digest('a@example.com')}")
+        assert new == stock_signer(Purpose.MANAGE).sign(value(Purpose.MANAGE, 1))
         assert stock_signer(Purpose.MANAGE, key=OLD_KEY).unsign(old)
         with pytest.raises(TokenError):
             token_read(old, purpose=Purpose.MANAGE)
