@@ -4,6 +4,7 @@ Each command runs as a real `manage.py` process on a fresh data folder, with
 every project variable removed from its environment, as a newcomer would run it.
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,71 @@ def test_a_configured_redis_that_is_down_is_named_without_its_password(settings)
     problem = redis_unreachable()
     assert f"127.0.0.1:{port}" in problem and "REDIS_URL" in problem
     assert "hunter2" not in problem
+
+
+# --- runall --port: links follow where it serves --------------------------------------------
+
+@pytest.mark.parametrize(("site_url", "host", "port", "mismatch"), [
+    ("http://localhost:8100", "127.0.0.1", 8100, False),
+    ("http://127.0.0.1:8100", "localhost", 8100, False),
+    ("http://news.lan:8100", "0.0.0.0", 8100, False),  # noqa: S104
+    ("http://localhost:8000", "127.0.0.1", 8100, True),
+    ("http://localhost", "127.0.0.1", 8100, True),
+    ("https://news.example.com", "127.0.0.1", 8000, True),
+    ("http://news.example.com:8000", "127.0.0.1", 8000, True),
+])
+def test_site_url_mismatch(site_url, host, port, mismatch):
+    from newsroom.management.commands.runall import site_url_mismatch
+
+    assert site_url_mismatch(site_url, host=host, port=port) is mismatch
+
+
+@pytest.fixture
+def runall_banner(monkeypatch, settings):
+    """Run `runall` up to its banner: what its processes would get, and what it prints."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from newsroom.management.commands.runall import Command
+
+    settings.REDIS_EMBEDDED = False  # no server for a banner
+    monkeypatch.setattr(Command, "_prepare_and_run",
+                        lambda self, options, processes: self._banner(options, None))
+
+    def run(*args: str, site_url: str | None) -> tuple[str, str]:
+        if site_url is None:
+            monkeypatch.delenv("SITE_URL", raising=False)
+        else:
+            monkeypatch.setenv("SITE_URL", site_url)
+            settings.SITE_URL = site_url
+        out = StringIO()
+        call_command("runall", *args, stdout=out)
+        return os.environ["SITE_URL"], out.getvalue()
+
+    return run
+
+
+def test_runall_without_site_url_gives_its_processes_one_on_its_port(runall_banner):
+    site_url, banner = runall_banner("--port", "8100", site_url=None)
+    assert site_url == "http://localhost:8100"
+    assert "http://127.0.0.1:8100/" in banner and "Links in mail" not in banner
+
+
+def test_runall_says_when_site_url_is_not_where_it_serves(runall_banner):
+    site_url, banner = runall_banner("--port", "8100", site_url="http://localhost:8000")
+    assert site_url == "http://localhost:8000"  # the operator's choice stands
+    assert "Links in mail point at SITE_URL http://localhost:8000" in banner
+    assert "http://127.0.0.1:8100" in banner
+    _, banner = runall_banner("--port", "8100", site_url="http://localhost:8100")
+    assert "Links in mail" not in banner
+
+
+def test_the_readmes_proxy_advice_names_the_forwarded_for_setting_too():
+    """Behind a load balancer without NEWSROOM_TRUSTED_PROXY_HOPS, every reader is
+    the balancer: one sign-up limit and one login lock-out for everybody."""
+    readme = (ROOT / "README.md").read_text()
+    paragraphs = [p for p in readme.split("\n\n") if "DJANGO_BEHIND_TLS_PROXY=1" in p]
+    assert len(paragraphs) >= 2  # scaling out, and the security section
+    for paragraph in paragraphs:
+        assert "NEWSROOM_TRUSTED_PROXY_HOPS" in paragraph, paragraph
