@@ -206,9 +206,10 @@ class Command(BaseCommand):
             )
         lines.append("Press Ctrl-C to stop everything.")
         self.stdout.write(self.style.SUCCESS("\n".join(lines)))
-        if site_url_mismatch(options["site_url"], host=options["host"], port=options["port"]):
+        site_url = options.get("site_url", settings.SITE_URL)  # what handle() passed on
+        if site_url_mismatch(site_url, host=options["host"], port=options["port"]):
             self.stdout.write(self.style.WARNING(
-                f"Links in mail point at SITE_URL {options['site_url']}, not at {site} where "
+                f"Links in mail point at SITE_URL {site_url}, not at {site} where "
                 "this serves: right behind a proxy that forwards there; otherwise unset "
                 "SITE_URL (it then follows --port) or correct it."
             ))
