@@ -47,27 +47,8 @@ def _bootstrap() -> None:
     os.execv(str(python), [str(python), __file__, *sys.argv[1:]])  # noqa: S606
 
 
-def _local_secret_key() -> str:
-    """A key generated once and kept in the data folder, for the quick start only."""
-    import secrets
-
-    data = Path(os.environ.get("NEWSROOM_DATA_DIR") or ROOT / "var")
-    data.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = data / "secret_key"
-    try:  # created 0600, never readable by others even for a moment
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_urlsafe(50))
-    return path.read_text().strip()
-
-
 def main() -> None:
     _bootstrap()
-    if sys.argv[1:2] == ["runall"]:
-        os.environ.setdefault("DJANGO_SECRET_KEY", _local_secret_key())
     default = "tests.settings" if sys.argv[1:2] == ["test"] else "newsroom.settings"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", default)
     from django.core.management import execute_from_command_line

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping
+from email.utils import getaddresses, parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.validators import EmailValidator
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -81,3 +83,35 @@ def email_settings(
             f"EMAIL_URL must start with outbox:, smtp://, smtps:// or anymail://, not {email_url!r}"
         )
     return result
+
+
+def sender_address(name: str, value: str) -> str:
+    """`value` (`addr@domain` or `Name <addr@domain>`) if it names exactly one
+    valid address; else ImproperlyConfigured naming the variable.
+
+    The default sender is `news@` the host of SITE_URL, so an IP or dotless
+    SITE_URL yields `news@127.0.0.1`, which receivers refuse or junk: better
+    refused here, at start-up, than discovered as bounces.
+    """
+    addresses = getaddresses([value])
+    address = addresses[0][1] if len(addresses) == 1 else ""
+    try:
+        # The parser repairs what it reads (`a@[1.2.3.4` becomes `a@[1.2.3.4]`):
+        # accept only what it found as written. Address literals are refused too.
+        if address not in value or "\r" in value or "\n" in value or "@[" in address:
+            raise ValidationError("not one plain address")
+        EmailValidator()(address)
+    except ValidationError:
+        raise ImproperlyConfigured(
+            f"{name} {value!r} is not a valid email address. Set {name} to an address at "
+            "your mail domain, e.g. 'Newsroom <news@example.com>' (by default it is news@ "
+            "the host of SITE_URL, which is no mail domain when SITE_URL is an IP address "
+            "or a name without a dot)."
+        ) from None
+    return address
+
+
+def sender_domain(from_email: str) -> str:
+    """The domain of a sender address, for Message-IDs: receivers and spam filters
+    expect an id in the sender's domain, not the sending machine's host name."""
+    return parseaddr(from_email)[1].rpartition("@")[2] or "localhost"

@@ -8,7 +8,10 @@ user could read it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import tempfile
 from pathlib import Path
 
 FOLDER_MODE = 0o700
@@ -44,3 +47,24 @@ def tighten(path: Path, mode: int) -> None:
         return
     if status.st_mode & 0o077 and status.st_uid == os.getuid():
         path.chmod(mode)
+
+
+def local_secret_key(data_dir: Path) -> str:
+    """The signing key of a local (quick-start) site, generated once into
+    `data_dir/secret_key`, so that `runall` and every other `manage.py` command
+    sign and verify links with the same key without anyone exporting one.
+
+    Written to a temporary file and linked into place, so two processes starting
+    at once agree on one key and neither ever reads a half-written file.
+    """
+    path = Path(data_dir) / "secret_key"
+    if not path.exists():
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")  # 0600
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_urlsafe(50))
+            with contextlib.suppress(FileExistsError):  # someone else's came first: use it
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    return path.read_text().strip()

@@ -14,8 +14,8 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from newsroom import embedded_redis
-from newsroom.mailconfig import email_settings
-from newsroom.private_files import private_file, private_folder
+from newsroom.mailconfig import email_settings, sender_address
+from newsroom.private_files import local_secret_key, private_file, private_folder
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -50,23 +50,17 @@ def _env_list(name: str, default: str = "") -> list[str]:
 # --- Core -------------------------------------------------------------------
 
 DEBUG = _env_bool("DJANGO_DEBUG")
-SECRET_KEY = _env("DJANGO_SECRET_KEY")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY is not set. Set it to a long random string "
-            "(python3 -c 'import secrets; print(secrets.token_urlsafe(50))'), "
-            "or set DJANGO_DEBUG=1 for local development."
-        )
-    SECRET_KEY = "insecure-debug-only-key-never-use-in-production"  # noqa: S105
-# Old keys still verify signed links (unsubscribe, confirm) after a rotation.
-SECRET_KEY_FALLBACKS = _env_list("DJANGO_SECRET_KEY_FALLBACKS")
 
 SITE_URL = _env("SITE_URL", "http://localhost:8000").rstrip("/")
 _site = urlsplit(SITE_URL)
 if _site.scheme not in {"http", "https"} or not _site.hostname:
     raise ImproperlyConfigured(f"SITE_URL must be an absolute http(s) URL, not {SITE_URL!r}")
 SITE_IS_HTTPS = _site.scheme == "https"
+# A site that looks public: https, or DEBUG off on a host other than this machine.
+# Such a site never runs on anything generated or embedded by accident (the
+# secret key below, the embedded SQLite/Redis further down).
+_PUBLIC_SITE = SITE_IS_HTTPS or (not DEBUG and _site.hostname not in {"localhost", "127.0.0.1",
+                                                                        "::1"})
 
 _LOOPBACK = ["localhost", "127.0.0.1", "[::1]"]
 ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS")
@@ -79,6 +73,21 @@ if DEBUG:
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS") or [f"{_site.scheme}://{_site.netloc}"]
 
 DATA_DIR = private_folder(Path(_env("NEWSROOM_DATA_DIR") or BASE_DIR / "var").resolve())
+
+SECRET_KEY = _env("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if _PUBLIC_SITE:
+        raise ImproperlyConfigured(
+            f"DJANGO_SECRET_KEY is not set, yet SITE_URL {SITE_URL} is a public site. Set it "
+            "to a long random string (python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(50))'), the same on every machine."
+        )
+    # A local site (the quick start, or DEBUG): every command of this checkout
+    # (runall and its processes, shell, import_stories …) shares one key kept in
+    # the data folder, so links signed by one verify in the others.
+    SECRET_KEY = local_secret_key(DATA_DIR)
+# Old keys still verify signed links (unsubscribe, confirm) after a rotation.
+SECRET_KEY_FALLBACKS = _env_list("DJANGO_SECRET_KEY_FALLBACKS")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -168,8 +177,6 @@ elif urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
 # otherwise use a private, empty Redis and consume nothing. NEWSROOM_EMBEDDED=1
 # accepts the embedded SQLite/Redis anyway (a one-machine install, the tests).
 NEWSROOM_EMBEDDED = _env_bool("NEWSROOM_EMBEDDED")
-_PUBLIC_SITE = SITE_IS_HTTPS or (not DEBUG and _site.hostname not in {"localhost", "127.0.0.1",
-                                                                        "::1"})
 _embedded = {"DATABASE_URL": "SQLite", "REDIS_URL": "Redis"}
 _unset = [name for name in _embedded if not _env(name)]
 if _PUBLIC_SITE and _unset and not NEWSROOM_EMBEDDED:
@@ -237,6 +244,10 @@ globals().update(email_settings(_env("EMAIL_URL"), os.environ, outbox_dir=OUTBOX
 DEFAULT_FROM_EMAIL = _env("DEFAULT_FROM_EMAIL", f"Newsroom <news@{_site.hostname}>")
 SERVER_EMAIL = _env("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
 NEWSROOM_REPLY_TO = _env("NEWSROOM_REPLY_TO")
+for _name, _sender in (("DEFAULT_FROM_EMAIL", DEFAULT_FROM_EMAIL), ("SERVER_EMAIL", SERVER_EMAIL),
+                       ("NEWSROOM_REPLY_TO", NEWSROOM_REPLY_TO)):
+    if _sender:
+        sender_address(_name, _sender)
 NEWSROOM_POSTAL_ADDRESS = _env(
     "NEWSROOM_POSTAL_ADDRESS", "Newsroom, 1 Example Street, Example City"
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import smtplib
+from email.utils import make_msgid
 from enum import StrEnum
 
 from anymail.exceptions import AnymailRecipientsRefused
@@ -19,6 +20,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
 
+from newsroom.mailconfig import sender_domain
 from subscriptions.list_headers import manage_url
 from subscriptions.models import Subscriber
 from subscriptions.tokens import Purpose, token_make
@@ -66,7 +68,12 @@ def subscriber_email_build(*, subscriber: Subscriber, kind: Kind) -> EmailMultiA
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[subscriber.email],
         reply_to=[settings.NEWSROOM_REPLY_TO] if settings.NEWSROOM_REPLY_TO else None,
-        headers={"Auto-Submitted": "auto-generated"},
+        headers={
+            "Auto-Submitted": "auto-generated",
+            # In the sender's domain, as list mail's (Django's default names this
+            # machine, which says nothing to a receiver checking the From domain).
+            "Message-ID": make_msgid(domain=sender_domain(settings.DEFAULT_FROM_EMAIL)),
+        },
     )
     message.attach_alternative(render_to_string(f"{base}.html", context), "text/html")
     return message

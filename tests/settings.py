@@ -14,6 +14,8 @@ os.environ.setdefault(
 )
 os.environ.setdefault("SITE_URL", "http://testserver")
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+# news@testserver (the default sender for that SITE_URL) is no valid address.
+os.environ.setdefault("DEFAULT_FROM_EMAIL", "Newsroom <news@newsroom.example>")
 # http://testserver with DEBUG off counts as a public site: the embedded SQLite
 # and Redis are what the suite wants, so say so.
 os.environ.setdefault("NEWSROOM_EMBEDDED", "1")

@@ -4,6 +4,7 @@ import os
 import socket
 
 ENV_PREFIXES = ("DJANGO_", "DATABASE_URL", "REDIS_URL", "EMAIL_URL", "ANYMAIL_", "SITE_URL",
+                "DEFAULT_FROM_EMAIL", "SERVER_EMAIL",
                 "NEWSROOM_", "LOG_", "CELERY_")
 
 

@@ -1,5 +1,7 @@
 """The quick-start command really runs web, worker, beat and Flower, and stops them."""
 
+import email
+import email.policy
 import os
 import re
 import signal
@@ -57,6 +59,9 @@ def test_runall_serves_and_stops_cleanly(tmp_path):
 
         page = wait_for(index, 120, "the web server")
         assert "US and China Weigh First Official AI Risk Talks" in page.text  # seeds imported
+        # SITE_URL is unset: absolute links follow --port, in pages and in mail.
+        assert f'<link rel="canonical" href="{site}/">' in page.text
+        assert "Links in mail point at" not in log()
 
         login = re.search(r"user: editor\s+password: (\S+)", log())
         assert login, log()
@@ -86,6 +91,7 @@ def test_runall_serves_and_stops_cleanly(tmp_path):
                 assert credentials[1].encode() not in cmdline.read_bytes(), cmdline
             except (FileNotFoundError, ProcessLookupError, PermissionError):
                 continue  # gone meanwhile
+        signup_mail_check(site, data / "outbox")
         for name in ("web", "alerts", "worker", "beat", "flower"):
             assert f"{name} started" in log()
         assert " stopped (rc=" not in log(), log()
@@ -108,3 +114,22 @@ def _get(url, credentials):
         return requests.get(url, auth=tuple(credentials), timeout=2).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+def signup_mail_check(site: str, outbox: Path) -> None:
+    """A sign-up through the web server gets its confirmation from a worker, and
+    the link in it points where runall serves."""
+    session = requests.Session()
+    form = session.get(f"{site}/subscribe/", timeout=10).text
+    topic = re.search(r'name="categories" value="(\d+)"', form).group(1)
+    response = session.post(f"{site}/subscribe/", timeout=10, headers={"Referer": site}, data={
+        "csrfmiddlewaretoken": session.cookies["csrftoken"], "email": "reader@example.com",
+        "categories": topic, "frequency": "daily", "digest_hour": "7", "timezone": "UTC",
+        "wants_alerts": "yes",
+    })
+    assert response.status_code == 200, response.text[:500]
+    [eml] = wait_for(lambda: list(outbox.glob("*.eml")), 60, "the confirmation in the outbox")
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    text = message.get_body(("plain",)).get_content()
+    assert re.search(re.escape(site) + r"/subscribe/confirm/\S+", text), text
+    assert "localhost:8000" not in text

@@ -33,14 +33,37 @@ def load(monkeypatch, tmp_path):
     return _load
 
 
-def test_missing_secret_key_is_refused_when_debug_is_off(load):
+@pytest.mark.parametrize("env", [
+    {"SITE_URL": "https://news.example.com"},
+    {"SITE_URL": "https://news.example.com", "DJANGO_DEBUG": "1", "NEWSROOM_EMBEDDED": "1"},
+    {"SITE_URL": "http://news.example.com"},
+    {"SITE_URL": "http://10.0.0.5:8000", "DEFAULT_FROM_EMAIL": "news@example.com"},
+])
+def test_a_public_site_without_a_secret_key_is_refused_and_generates_none(load, tmp_path, env):
+    """Fail closed: a generated key on a public site would silently change on the
+    next machine or data folder, and every link already mailed would break."""
     with pytest.raises(ImproperlyConfigured, match="DJANGO_SECRET_KEY is not set"):
-        load()
+        load(**env)
+    assert not (tmp_path / "secret_key").exists()
 
 
-def test_debug_runs_without_a_secret_key_and_is_off_by_default(load):
+@pytest.mark.parametrize("env", [
+    {}, {"DJANGO_DEBUG": "1"},
+    {"SITE_URL": "http://127.0.0.1:8100", "DEFAULT_FROM_EMAIL": "n@example.com"},
+])
+def test_a_local_site_without_a_secret_key_uses_one_kept_in_the_data_folder(load, tmp_path, env):
+    """The quick start: every command of the checkout shares one generated key, 0600."""
+    key = load(**env)["SECRET_KEY"]
+    assert len(key) >= 50 and key == (tmp_path / "secret_key").read_text().strip()
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert load(**env)["SECRET_KEY"] == key  # generated once, then read
+    assert not list(tmp_path.glob(".secret_key.*"))  # no temporary file left
+
+
+def test_an_explicit_secret_key_wins_and_debug_is_off_by_default(load, tmp_path):
+    conf = load(DJANGO_SECRET_KEY=SECRET)
+    assert conf["SECRET_KEY"] == SECRET and conf["DEBUG"] is False
     assert load(DJANGO_DEBUG="1")["DEBUG"] is True
-    assert load(DJANGO_SECRET_KEY=SECRET)["DEBUG"] is False
 
 
 def test_bad_boolean_is_refused(load):
@@ -141,7 +164,8 @@ def test_debug_off_on_a_public_host_counts_as_public_too(load):
              DATABASE_URL=SERVERS["DATABASE_URL"])
     # The same host in development, and the quick start on localhost, need nothing.
     assert load(DJANGO_DEBUG="1", SITE_URL="http://news.example.com")["REDIS_EMBEDDED"]
-    assert load(DJANGO_SECRET_KEY=SECRET, SITE_URL="http://127.0.0.1:8000")["REDIS_EMBEDDED"]
+    assert load(DJANGO_SECRET_KEY=SECRET, SITE_URL="http://127.0.0.1:8000",
+                DEFAULT_FROM_EMAIL="news@example.com")["REDIS_EMBEDDED"]
 
 
 def test_the_embedded_services_on_a_public_site_are_an_explicit_choice(load):
@@ -230,3 +254,27 @@ def test_check_deploy_flags_debug(tmp_path):
     )
     assert result.returncode != 0
     assert "DEBUG" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(("env", "name"), [
+    ({"SITE_URL": "http://127.0.0.1:8000"}, "DEFAULT_FROM_EMAIL"),  # news@127.0.0.1
+    ({"SITE_URL": "http://newsbox:8000", "NEWSROOM_EMBEDDED": "1"}, "DEFAULT_FROM_EMAIL"),
+    ({"DEFAULT_FROM_EMAIL": "Newsroom"}, "DEFAULT_FROM_EMAIL"),
+    ({"DEFAULT_FROM_EMAIL": "a@example.com, b@example.com"}, "DEFAULT_FROM_EMAIL"),
+    ({"DEFAULT_FROM_EMAIL": "news@example.com\nBcc: x@example.com"}, "DEFAULT_FROM_EMAIL"),
+    ({"SERVER_EMAIL": "root@[127.0.0.1"}, "SERVER_EMAIL"),
+    ({"SERVER_EMAIL": "root@[127.0.0.1]"}, "SERVER_EMAIL"),
+    ({"NEWSROOM_REPLY_TO": "desk@"}, "NEWSROOM_REPLY_TO"),
+])
+def test_a_sender_that_is_no_valid_address_is_refused_at_start_up(load, env, name):
+    """Receivers refuse or junk mail from news@127.0.0.1: say so before any is sent."""
+    with pytest.raises(ImproperlyConfigured, match=f"{name} .* is not a valid email address"):
+        load(DJANGO_SECRET_KEY=SECRET, **env)
+
+
+def test_the_default_senders_are_valid(load):
+    assert load(DJANGO_SECRET_KEY=SECRET)["DEFAULT_FROM_EMAIL"] == "Newsroom <news@localhost>"
+    conf = load(DJANGO_SECRET_KEY=SECRET, SITE_URL="https://news.example.com", **SERVERS)
+    assert conf["DEFAULT_FROM_EMAIL"] == conf["SERVER_EMAIL"] == "Newsroom <news@news.example.com>"
+    assert load(DJANGO_SECRET_KEY=SECRET, SITE_URL="http://127.0.0.1:8000",
+                DEFAULT_FROM_EMAIL="Rédaction <desk@example.org>")["DEFAULT_FROM_EMAIL"]

@@ -45,6 +45,23 @@ def test_manage_and_goodbye_emails_link_to_the_preferences_page(kind):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("kind", list(Kind))
+def test_account_mail_message_ids_are_in_the_senders_domain_like_list_mail(settings, kind):
+    """Not this machine's host name (Django's default): receivers compare the
+    Message-ID's domain with the From domain."""
+    from subscriptions.services.deliveries import _message_id
+
+    settings.DEFAULT_FROM_EMAIL = "Rédaction <desk@news.example.org>"
+    status = {Kind.CONFIRM: "pending", Kind.MANAGE: "active", Kind.GOODBYE: "unsubscribed"}[kind]
+    built = subscriber_email_build(subscriber=subscriber(status=status), kind=kind).message()
+    other = subscriber_email_build(subscriber=subscriber(status=status), kind=kind).message()
+    assert built["Message-ID"].endswith("@news.example.org>")
+    assert _message_id(1, 2).endswith("@news.example.org>")  # the list mail rule
+    assert built["Message-ID"] != other["Message-ID"]
+    assert len(built.get_all("Message-ID")) == 1
+
+
+@pytest.mark.django_db
 def test_emails_whose_moment_has_passed_are_not_sent(mailoutbox):
     pending = subscriber(status="pending")
     active = subscriber(status="active")

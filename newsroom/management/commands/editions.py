@@ -7,6 +7,7 @@ from datetime import datetime
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
+from newsroom.management.redis_reachable import redis_unreachable
 from subscriptions.models import Edition
 
 COLUMNS = ("ID", "KIND", "KEY", "STATUS", "TARGETED", "SENT", "FAILED", "SKIPPED", "REQUEUED",
@@ -85,4 +86,7 @@ class Command(BaseCommand):
             return
         now = timezone.now()
         self.stdout.write(table([row(edition, now) for edition in found]))
+        moving = {Edition.Status.PLANNED, Edition.Status.SENDING}
+        if any(edition.status in moving for edition in found) and (problem := redis_unreachable()):
+            self.stderr.write(f"Note: no worker can send while Redis is down. {problem}")
 

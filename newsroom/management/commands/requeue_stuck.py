@@ -7,8 +7,9 @@ update or the enqueueing of work that is claimed before it is sent.
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from newsroom.management.redis_reachable import redis_unreachable
 from subscriptions.services.editions import ReconcileReport, editions_reconcile
 
 
@@ -56,6 +57,12 @@ class Command(BaseCommand):
                             help="report what would be done without changing anything")
 
     def handle(self, *args, dry_run: bool, **options) -> None:
+        problem = redis_unreachable()
+        if problem and not dry_run:  # refuse before any row is changed
+            raise CommandError(f"{problem} Then run this again.\nNothing was changed "
+                               "(--dry-run works without Redis).")
         report = editions_reconcile(dry_run=dry_run)
         for line in describe(report, dry_run=dry_run):
             self.stdout.write(line)
+        if problem:
+            self.stderr.write(f"Note: {problem}")

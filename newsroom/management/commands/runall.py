@@ -10,10 +10,12 @@ commands under your process supervisor instead; `--print-procfile` prints them.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shlex
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -83,6 +85,25 @@ def demo_editor_create() -> str | None:
     return password
 
 
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+_ANY = {"0.0.0.0", "::", ""}  # noqa: S104 - names of "every address", compared, not bound
+
+
+def site_url_default(*, port: int) -> str:
+    """SITE_URL when none is set: where runall serves, so links in mail work."""
+    return f"http://localhost:{port}"
+
+
+def site_url_mismatch(site_url: str, *, host: str, port: int) -> bool:
+    """Whether links to `site_url` miss the plain-http server runall starts on
+    host:port (right behind a proxy, a mistake otherwise)."""
+    site = urlsplit(site_url)
+    site_host = (site.hostname or "").lower()
+    same_host = (host in _ANY or site_host == host.lower()
+                 or (site_host in _LOOPBACK and host.lower() in _LOOPBACK))
+    return site.scheme != "http" or (site.port or 80) != port or not same_host
+
+
 def procfile(*, host: str, port: int, flower_port: int, concurrency: int) -> dict[str, list[str]]:
     python = sys.executable
     data = settings.DATA_DIR
@@ -140,6 +161,13 @@ class Command(BaseCommand):
             return
 
         data_folder_tighten()
+        # The processes read their settings from the environment runall passes on:
+        # with SITE_URL unset there, links in mail follow --port instead of
+        # pointing at the default port, where nothing may listen.
+        site_url_set = bool(os.environ.get("SITE_URL", "").strip())
+        options["site_url"] = settings.SITE_URL if site_url_set else site_url_default(
+            port=options["port"])
+        os.environ["SITE_URL"] = options["site_url"]
         # The embedded Redis runs exactly as long as this command (nobody else starts it).
         redis_up = (embedded_redis.serving(settings.DATA_DIR) if settings.REDIS_EMBEDDED
                     else contextlib.nullcontext())
@@ -178,6 +206,13 @@ class Command(BaseCommand):
             )
         lines.append("Press Ctrl-C to stop everything.")
         self.stdout.write(self.style.SUCCESS("\n".join(lines)))
+        site_url = options.get("site_url", settings.SITE_URL)  # what handle() passed on
+        if site_url_mismatch(site_url, host=options["host"], port=options["port"]):
+            self.stdout.write(self.style.WARNING(
+                f"Links in mail point at SITE_URL {site_url}, not at {site} where "
+                "this serves: right behind a proxy that forwards there; otherwise unset "
+                "SITE_URL (it then follows --port) or correct it."
+            ))
         self.stdout.flush()
 
     def _supervise(self, processes: dict[str, list[str]]) -> None:
