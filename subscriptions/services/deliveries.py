@@ -41,7 +41,7 @@ from django.utils import timezone
 from newsroom.models import Category, Story
 from subscriptions import edition_content
 from subscriptions.edition_content import PERSONAL_VALUES, Content, ContentError
-from subscriptions.list_headers import list_id, manage_url, unsubscribe_url
+from subscriptions.list_headers import list_id, list_unsubscribe, manage_url, unsubscribe_url
 from subscriptions.mime import MessageTemplate, hole
 from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.services.editions import (
@@ -266,7 +266,7 @@ def _recipient(edition: Edition, delivery_id: int, subscriber_id: int, email: st
         delivery_id=delivery_id, email=email,
         values={"email": email, "unsubscribe_url": unsubscribe,
                 "manage_url": manage_url(subscriber_id=subscriber_id, email=email)},
-        headers={"List-Unsubscribe": f"<{unsubscribe}>"},
+        headers={"List-Unsubscribe": list_unsubscribe(unsubscribe)},
         message_id=_message_id(edition.pk, subscriber_id),
     )
 
