@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import css_inline
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
 
 from subscriptions.list_headers import manage_url
+from subscriptions.mail_look import look, strip_bidi
 from subscriptions.models import Subscriber
 from subscriptions.tokens import Purpose, token_make
+
+_inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
 
 class Kind(StrEnum):
@@ -42,17 +46,16 @@ def confirm_url(subscriber: Subscriber) -> str:
 
 def subscriber_email_build(*, subscriber: Subscriber, kind: Kind) -> EmailMultiAlternatives:
     context = {
+        **look(),
         "subscriber": subscriber,
-        "site_name": settings.NEWSROOM_NAME,
-        "site_url": settings.SITE_URL,
-        "postal_address": settings.NEWSROOM_POSTAL_ADDRESS,
         "manage_url": manage_url(subscriber_id=subscriber.pk, email=subscriber.email),
         "categories": list(subscriber.categories.order_by("order", "name")),
     }
     if kind == Kind.CONFIRM:
         context["confirm_url"] = confirm_url(subscriber)
     base = f"subscriptions/emails/{kind}"
-    subject = " ".join(render_to_string(f"{base}.subject.txt", context).split())
+    subject = " ".join(strip_bidi(render_to_string(f"{base}.subject.txt", context)).split())
+    context["subject"] = subject
     message = EmailMultiAlternatives(
         subject=subject,
         body=render_to_string(f"{base}.txt", context),
@@ -61,7 +64,9 @@ def subscriber_email_build(*, subscriber: Subscriber, kind: Kind) -> EmailMultiA
         reply_to=[settings.NEWSROOM_REPLY_TO] if settings.NEWSROOM_REPLY_TO else None,
         headers={"Auto-Submitted": "auto-generated"},
     )
-    message.attach_alternative(render_to_string(f"{base}.html", context), "text/html")
+    # The editions' layout, CSS inlined as theirs is (few of these: no caching).
+    html = _inliner.inline(render_to_string(f"{base}.html", context))
+    message.attach_alternative(html, "text/html")
     return message
 
 

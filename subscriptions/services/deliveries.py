@@ -164,6 +164,7 @@ def _digest_variants(edition: Edition, rows: list[tuple]) -> dict[int, tuple[tup
     # A followed category without stories shows no section: only its pk counts (in
     # the "view in browser" link), so a reference stands in for it.
     categories = {s.category_id: s.category for s in stories}
+    day = edition_content.issue_date(edition.window_end, edition.audience.get("slots", ()))
     variants: dict[tuple, tuple[tuple, object]] = {}
     chosen: dict[int, tuple[tuple, object]] = {}
     for delivery_id, subscriber_id, _email, window_start in rows:
@@ -174,11 +175,11 @@ def _digest_variants(edition: Edition, rows: list[tuple]) -> dict[int, tuple[tup
 
             def build(window_start=window_start, picked=picked, shown=shown):
                 return edition_content.digest_content(
-                    edition.pk, window_start, edition.frequency, picked, shown,
+                    edition.pk, window_start, edition.frequency, picked, shown, issue_date=day,
                 )
 
             variants[window_start, cats] = (
-                edition_content.digest_key(window_start, picked, shown),
+                edition_content.digest_key(window_start, picked, shown, issue_date=day),
                 build if picked else None,
             )
         chosen[delivery_id] = variants[window_start, cats]
