@@ -220,7 +220,8 @@ def digest_content(
     view = ViewKey(edition_id, window_start, tuple(sorted(c.pk for c in categories)))
     context = _base_context(view)
     context.update(
-        lead=shown[0][1].items[0], story_count=len(headlines),
+        lead=shown[0][1].items[0],
+        story_count=sum(len(section.items) + section.heading.more for _c, section in shown),
         frequency_label="Weekly" if frequency == "weekly" else "Daily",
         preheader=_preheader(" · ".join(headlines)),
         issue_date=_date_label(issue_date) if issue_date else "",

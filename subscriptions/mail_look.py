@@ -15,6 +15,7 @@ from django.conf import settings
 # Light and dark surfaces of the layout; every text colour on them passes 4.5:1.
 PAPER, INK = "#ffffff", "#1b1b1b"
 NIGHT_PAPER, NIGHT_INK = "#1e1e1e", "#ececec"
+NIGHT_TINT = "#2a2a2a"  # boxes on the dark paper ("in this issue", code)
 # Bidi controls (embeddings, overrides, isolates, marks): in a subject or headline
 # they reorder what the reader sees ("gpj.exe" shown as "exe.jpg").
 _BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -40,13 +41,13 @@ def contrast(a: str, b: str) -> float:
 
 @lru_cache(maxsize=8)
 def _on_night(brand: str) -> str:
-    """The brand colour lightened (mixed with white) until it reads on the dark paper:
-    a dark red kicker or link would vanish there."""
+    """The brand colour lightened (mixed with white) until it reads on the dark paper
+    and its boxes: a dark red kicker or link would vanish there."""
     r, g, b = (int(brand[i : i + 2], 16) for i in (1, 3, 5))
     for step in range(21):
         t = step / 20
         mixed = "#{:02x}{:02x}{:02x}".format(*(round(c + (255 - c) * t) for c in (r, g, b)))
-        if contrast(mixed, NIGHT_PAPER) >= 4.5:
+        if contrast(mixed, NIGHT_TINT) >= 4.5:  # the lighter of the dark surfaces
             return mixed
     return NIGHT_INK
 
@@ -63,4 +64,5 @@ def look() -> dict[str, str]:
         "brand_night": _on_night(brand),
         "night_paper": NIGHT_PAPER,
         "night_ink": NIGHT_INK,
+        "night_tint": NIGHT_TINT,
     }

@@ -60,7 +60,7 @@ def reference_digest(
     context = {
         **look(), "view_url": view.url(),
         "hole": edition_content._HOLES, "sections": sections, "lead": sections[0][1][0],
-        "story_count": sum(len(items) for _, items in sections),
+        "story_count": sum(len(items) + h.more for h, items in sections),
         "frequency_label": "Weekly" if frequency == "weekly" else "Daily",
         "issue_date": f"{issue_date:%A} {issue_date.day} {issue_date:%B %Y}" if issue_date else "",
         "contents": [{"name": h.name, "anchor": h.anchor, "count": len(items) + h.more}
@@ -171,3 +171,31 @@ def test_a_story_edited_after_its_section_was_rendered_shows_the_edit(newsdesk, 
     Category.objects.filter(pk=world.pk).update(name="World")
     world.refresh_from_db()
     assert "WORLD\n" in render().text
+
+
+def test_a_long_section_says_how_many_more_in_each_readers_window(settings, frozen_signing):
+    """Past NEWSROOM_DIGEST_MAX_PER_CATEGORY a section ends with "And N more in <category>",
+    N counted in the reader's own window: two windows showing the same newest stories
+    must not share a cached section."""
+    settings.NEWSROOM_DIGEST_MAX_PER_CATEGORY = 2
+    policy = category("policy", name="Policy", order=1)
+    for hours in (1, 2, 3, 4, 5):
+        publish(policy, f"Vote {hours}", hours)
+    stories = list(Story.objects.select_related("category"))
+    long_window = digest_content(7, END - timedelta(hours=6), "daily", stories, [policy])
+    short = [s for s in stories if s.published_at > END - timedelta(hours=3, minutes=30)]
+    short_window = digest_content(7, END - timedelta(hours=3, minutes=30), "daily", short,
+                                  [policy])
+    for content, more in ((long_window, 3), (short_window, 1)):
+        assert f"And {more} more in Policy" in content.text
+        assert f"And {more} more in Policy" in content.html
+        assert content.text.count("* Vote") == 2  # the newest two, then the count
+        assert "http://testserver/categories/policy/" in content.text
+    assert "Policy</a> · 5 stories" in long_window.html
+    assert "Policy</a> · 3 stories" in short_window.html
+    assert long_window.subject == "Your daily Newsroom: Vote 1 and 4 more"
+    # Every story of the window is named or counted: nothing is dropped silently.
+    assert long_window.story_ids == tuple(s.pk for s in stories)
+    settings.NEWSROOM_DIGEST_MAX_PER_CATEGORY = 12
+    assert "more in Policy" not in digest_content(7, END - timedelta(hours=6), "daily", stories,
+                                                  [policy]).text
