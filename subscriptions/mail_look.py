@@ -11,6 +11,8 @@ import re
 from functools import lru_cache
 
 from django.conf import settings
+from django.template.loader import render_to_string
+from django.utils.safestring import SafeString, mark_safe
 
 # Light and dark surfaces of the layout; every text colour on them passes 4.5:1.
 PAPER, INK = "#ffffff", "#1b1b1b"
@@ -52,8 +54,19 @@ def _on_night(brand: str) -> str:
     return NIGHT_INK
 
 
+@lru_cache(maxsize=8)
+def _styles(values: tuple[tuple[str, str], ...]) -> SafeString:
+    # Its dozens of colour variables cost more to render than the rest of a digest's frame.
+    return mark_safe(render_to_string("subscriptions/editions/_styles.html", dict(values)))  # noqa: S308
+
+
 def look() -> dict[str, str]:
-    """The layout's masthead and colour values, from settings (a key for caches too)."""
+    """The layout's masthead, colours and CSS, from settings (a key for caches too)."""
+    values = _values()
+    return {**values, "styles": _styles(tuple(values.items()))}
+
+
+def _values() -> dict[str, str]:
     brand = settings.NEWSROOM_BRAND_COLOR.lower()
     return {
         "site_name": settings.NEWSROOM_NAME,
