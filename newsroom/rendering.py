@@ -9,10 +9,13 @@ HTML inside Markdown are untrusted: nh3 is the security boundary, not Markdown.
 
 Rendering depends only on the Markdown text, the rules (RENDERER_VERSION) and
 SITE_URL, so results are memoised per process instead of redone per reader.
+Mail gets one more pass (`mail_html`): remote images only from allowed https
+hosts (a tracking pixel must not report who opened an alert), each with alt text.
 """
 
 from __future__ import annotations
 
+import html as htmllib
 import re
 import textwrap
 from functools import lru_cache, partial
@@ -28,7 +31,7 @@ from markdown.treeprocessors import Treeprocessor
 
 # Bump whenever the Markdown extensions, the allow-list or the text layout
 # change: it is part of every cache key, so stale renderings are never served.
-RENDERER_VERSION = 1
+RENDERER_VERSION = 2
 
 TEXT_WIDTH = 72
 
@@ -58,6 +61,11 @@ LINK_REL = "noopener noreferrer"
 _MARKDOWN_EXTENSIONS = ["fenced_code", "tables", "sane_lists", "smarty"]
 _MARKDOWN_CONFIG = {"tables": {"use_align_attribute": True}}
 _EMPTY_PARAGRAPH = re.compile(r"<p>\s*</p>\n?")
+# A link whose URL was refused (javascript:, a bad scheme) keeps its text but must
+# not look like a link that goes nowhere. nh3's output has no nested or bare-">" tags.
+_LINK_WITHOUT_HREF = re.compile(r"<a(?![^>]*\shref=)[^>]*>(.*?)</a>", re.DOTALL)
+_IMG = re.compile(r"<img\b([^>]*)>")
+_ATTRIBUTE = re.compile(r'([a-z-]+)="([^"]*)"')
 
 
 def render_html(markdown_text: str) -> str:
@@ -89,8 +97,32 @@ def _render_html(markdown_text: str, version: int, site_url: str) -> str:
         link_rel=LINK_REL,
         strip_comments=True,
     )
+    html = _LINK_WITHOUT_HREF.sub(r"\1", html)
     # Paragraphs that held only dropped content (an iframe, say) are left empty.
     return _EMPTY_PARAGRAPH.sub("", html).strip()
+
+
+def mail_html(html: str) -> str:
+    """`render_html` output as mail shows it: images only from the https hosts in
+    NEWSROOM_MAIL_IMAGE_HOSTS (others are left out: the site still shows them),
+    each with alt text (its title, else a plain description)."""
+    return _mail_html(html, frozenset(h.lower() for h in settings.NEWSROOM_MAIL_IMAGE_HOSTS))
+
+
+@lru_cache(maxsize=256)
+def _mail_html(html: str, hosts: frozenset[str]) -> str:
+    def image(match: re.Match) -> str:
+        attrs = dict(_ATTRIBUTE.findall(match.group(1)))
+        try:
+            src = urlsplit(htmllib.unescape(attrs.get("src", "")))
+        except ValueError:
+            return ""
+        if src.scheme != "https" or (src.hostname or "").lower() not in hosts:
+            return ""
+        alt = attrs.get("alt", "").strip() or attrs.get("title", "").strip() or "Image"
+        return f'<img src="{attrs["src"]}" alt="{alt}">'
+
+    return _EMPTY_PARAGRAPH.sub("", _IMG.sub(image, html)).strip()
 
 
 @lru_cache(maxsize=256)

@@ -6,7 +6,9 @@ an embedded Redis in the data folder, and outgoing mail written as `.eml` files.
 """
 
 import os
+import re
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,6 +43,15 @@ def _env_int(name: str, default: int) -> int:
         return int(raw) if raw else default
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from None
+
+
+def _contrast_on_white(colour: str) -> float:
+    """WCAG 2 contrast ratio of a #rrggbb colour against white."""
+    def channel(c: int) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return 1.05 / (0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b) + 0.05)
 
 
 def _env_list(name: str, default: str = "") -> list[str]:
@@ -252,6 +263,29 @@ NEWSROOM_POSTAL_ADDRESS = _env(
     "NEWSROOM_POSTAL_ADDRESS", "Newsroom, 1 Example Street, Example City"
 )
 NEWSROOM_NAME = _env("NEWSROOM_NAME", "Newsroom")
+# The masthead of every email: the publication's name (above), a logo (an https
+# URL; the name is shown in its place without one) and the brand colour, which
+# colours the masthead rule, links and buttons, so it must read on white (4.5:1).
+NEWSROOM_LOGO_URL = _env("NEWSROOM_LOGO_URL")
+NEWSROOM_BRAND_COLOR = _env("NEWSROOM_BRAND_COLOR", "#b00020")
+if not re.fullmatch(r"#[0-9a-fA-F]{6}", NEWSROOM_BRAND_COLOR):
+    raise ImproperlyConfigured(
+        f"NEWSROOM_BRAND_COLOR must be a colour like #b00020, not {NEWSROOM_BRAND_COLOR!r}")
+if _contrast_on_white(NEWSROOM_BRAND_COLOR) < 4.5:
+    raise ImproperlyConfigured(
+        f"NEWSROOM_BRAND_COLOR {NEWSROOM_BRAND_COLOR} is too light to read on white "
+        f"({_contrast_on_white(NEWSROOM_BRAND_COLOR):.1f}:1, under 4.5:1): choose a darker one")
+if NEWSROOM_LOGO_URL and not NEWSROOM_LOGO_URL.startswith("https://"):
+    raise ImproperlyConfigured(f"NEWSROOM_LOGO_URL must be an https URL, not {NEWSROOM_LOGO_URL!r}")
+# The mailto: offered in List-Unsubscribe next to the https URL; by default
+# unsubscribe@<the sender's domain>. A mail to it unsubscribes only where an
+# inbound route for that address exists (the https one-click always works).
+NEWSROOM_UNSUBSCRIBE_MAILTO = _env(
+    "NEWSROOM_UNSUBSCRIBE_MAILTO",
+    "unsubscribe@" + parseaddr(DEFAULT_FROM_EMAIL)[1].rpartition("@")[2])
+# Hosts whose https images may appear in mail (story bodies); images from any
+# other host are left out of the mail (a tracking pixel, say) and kept on the site.
+NEWSROOM_MAIL_IMAGE_HOSTS = _env_list("NEWSROOM_MAIL_IMAGE_HOSTS", _site.hostname or "")
 
 # --- Subscriptions ----------------------------------------------------------------
 
@@ -268,6 +302,9 @@ NEWSROOM_SOFT_BOUNCE_LIMIT = _env_int("NEWSROOM_SOFT_BOUNCE_LIMIT", 3)
 
 # Deliveries per batch task (one SMTP session, or ESP calls of its batch size).
 NEWSROOM_BATCH_SIZE = _env_int("NEWSROOM_BATCH_SIZE", 1000)
+# Stories a digest shows per category; past it the section ends with
+# "and N more in <category>", linking to the category's page.
+NEWSROOM_DIGEST_MAX_PER_CATEGORY = _env_int("NEWSROOM_DIGEST_MAX_PER_CATEGORY", 12)
 # An alert not started this many seconds after it was confirmed is not sent late.
 NEWSROOM_ALERT_STALE_AFTER = _env_int("NEWSROOM_ALERT_STALE_AFTER", 7200)
 # A digest more than this many seconds past its due time waits for the next one.

@@ -22,7 +22,8 @@ import types
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import css_inline
 from django.conf import settings
@@ -35,15 +36,15 @@ from django.urls import reverse
 from django.utils.text import Truncator
 
 from newsroom.models import Category, Story
-from newsroom.rendering import html_to_text
+from newsroom.rendering import html_to_text, mail_html
+from subscriptions.mail_look import look, strip_bidi
 from subscriptions.mime import hole
 
 # Gmail clips messages whose HTML passes ~102 KB and hides the footer with the
 # unsubscribe link; keep well below.
 MAX_HTML_BYTES = 100_000
-MAX_DIGEST_STORIES_PER_CATEGORY = 12
 _VIEW_SALT = "newsroom.subscriptions.view-edition"
-_inliner = css_inline.CSSInliner(keep_at_rules=True)
+_inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 # The per-recipient values every edition template may use, as `{{ hole.<name> }}`.
 PERSONAL_VALUES = ("email", "unsubscribe_url", "manage_url")
 _HOLES = {name: hole(name) for name in PERSONAL_VALUES}
@@ -94,20 +95,19 @@ def variant_key(window_start: datetime | None, category_ids: Sequence[int]) -> s
 
 
 def _base_context(view: ViewKey) -> dict:
-    return {
-        "site_name": settings.NEWSROOM_NAME,
-        "site_url": settings.SITE_URL,
-        "postal_address": settings.NEWSROOM_POSTAL_ADDRESS,
-        "view_url": view.url(),
-        "hole": _HOLES,
-    }
+    return {**look(), "view_url": view.url(), "hole": _HOLES}
+
+
+def _look_key() -> tuple:
+    """The settings that shape every content (masthead, colours, mail images)."""
+    return (*look().values(), tuple(settings.NEWSROOM_MAIL_IMAGE_HOSTS))
 
 
 def _finish(template: str, context: dict, *, list_key: str, story_ids: tuple[int, ...],
             preheader: str) -> Content:
     context["preheader"] = preheader
     try:
-        subject = " ".join(render_to_string(f"{template}.subject.txt", context).split())
+        subject = _subject(render_to_string(f"{template}.subject.txt", context))
         context["subject"] = subject
         html = _inliner.inline(render_to_string(f"{template}.html", context))
         text = render_to_string(f"{template}.txt", context)
@@ -129,7 +129,12 @@ def _check_size(html: str) -> None:
 
 
 def _preheader(text: str) -> str:
-    return Truncator(" ".join(text.split())).chars(100)
+    return Truncator(" ".join(strip_bidi(text).split())).chars(100)
+
+
+def _subject(rendered: str) -> str:
+    """One line, and no bidi control that could reorder it in an inbox."""
+    return " ".join(strip_bidi(rendered).split())
 
 
 # What a shared copy (the browser view, an editor's preview) shows for a reader's values.
@@ -146,7 +151,7 @@ def fill_generic(text: str) -> str:
 def alert_key(story: Story) -> tuple:
     """Everything an alert's content is made of: equal keys, equal contents."""
     return ("alert", story.pk, story.revision, story.updated_at, story.category.name,
-            story.category.slug, settings.SITE_URL)
+            story.category.slug, _look_key())
 
 
 def alert_content(edition_id: int, story: Story) -> Content:
@@ -155,7 +160,8 @@ def alert_content(edition_id: int, story: Story) -> Content:
     context.update(
         story=story,
         story_url=settings.SITE_URL + story.get_absolute_url(),
-        body_html=story.body_html,
+        headline=strip_bidi(story.headline),
+        body_html=mail_html(story.body_html),
         body_text=story.body_text,
     )
     return _finish(
@@ -165,12 +171,23 @@ def alert_content(edition_id: int, story: Story) -> Content:
 
 
 def digest_key(window_start: datetime | None, stories: Sequence[Story],
-               categories: Sequence[Category]) -> tuple:
+               categories: Sequence[Category], issue_date: date | None = None) -> tuple:
     """Everything one digest content is made of (the stories' revisions among it)."""
     return ("digest", window_start, tuple(sorted(c.pk for c in categories)),
             tuple(sorted((s.pk, s.revision, s.updated_at) for s in stories)),
-            tuple(sorted((c.pk, c.name, c.order) for c in categories if c.name)),
-            settings.SITE_URL)
+            tuple(sorted((c.pk, c.name, c.slug, c.order) for c in categories if c.name)),
+            issue_date, settings.NEWSROOM_DIGEST_MAX_PER_CATEGORY, _look_key())
+
+
+def issue_date(due: datetime, slots: Sequence[Sequence]) -> date:
+    """The date a digest shows: its due day in the time zone of its first slot
+    (the readers of one edition share a due instant, nearly always a day)."""
+    zone = ZoneInfo(slots[0][0]) if slots else ZoneInfo("UTC")
+    return due.astimezone(zone).date()
+
+
+def _date_label(day: date) -> str:
+    return f"{day:%A} {day.day} {day:%B %Y}"
 
 
 def story_summary(story: Story) -> str:
@@ -181,13 +198,16 @@ def story_summary(story: Story) -> str:
 
 def digest_content(
     edition_id: int, window_start: datetime | None, frequency: str, stories: Sequence[Story],
-    categories: Sequence[Category],
+    categories: Sequence[Category], issue_date: date | None = None,
 ) -> Content:
     """One digest content: the stories grouped by category in category order.
 
-    Composed of its frame (subject, preheader, links: rendered per content) and
-    its sections (rendered once per process, see `_DigestLayout`); the same text
-    as rendering the templates whole.
+    Composed of its frame (subject, preheader, date, "in this issue", links:
+    rendered per content) and its sections (rendered once per process, see
+    `_DigestLayout`); the same text as rendering the templates whole. A
+    category with more stories than NEWSROOM_DIGEST_MAX_PER_CATEGORY shows the
+    newest and says how many more there are, linking to its page: nothing in
+    the reader's window is left out without a word.
     """
     by_category: dict[int, list[Story]] = {}
     for story in sorted(stories, key=lambda s: s.published_at, reverse=True):
@@ -200,13 +220,17 @@ def digest_content(
     view = ViewKey(edition_id, window_start, tuple(sorted(c.pk for c in categories)))
     context = _base_context(view)
     context.update(
-        lead=shown[0][1].items[0], story_count=len(headlines),
+        lead=shown[0][1].items[0],
+        story_count=sum(len(section.items) + section.heading.more for _c, section in shown),
         frequency_label="Weekly" if frequency == "weekly" else "Daily",
         preheader=_preheader(" · ".join(headlines)),
+        issue_date=_date_label(issue_date) if issue_date else "",
+        contents=[{"name": section.heading.name, "anchor": section.heading.anchor,
+                   "count": len(section.items) + section.heading.more}
+                  for _category, section in shown],
     )
     try:
-        context["subject"] = " ".join(
-            render_to_string(f"{_DIGEST}.subject.txt", context).split())
+        context["subject"] = _subject(render_to_string(f"{_DIGEST}.subject.txt", context))
         html_head, html_tail = _inline_apart(*layout.html.cut(context))
         text_head, text_tail = layout.text.cut(context)
     except Exception as exc:  # a template or inliner failure: no retry will cure it
@@ -245,9 +269,20 @@ def _inline_apart(*pieces: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Heading:
+    """What a section's loop pass knows of its category (`{{ category.… }}`)."""
+
+    name: str
+    anchor: str  # the id "in this issue" links to
+    url: str  # the category's page
+    more: int = 0  # stories in the reader's window past the per-category cap
+
+
+@dataclass(frozen=True)
 class _Section:
     """One category's stories as a digest shows them, the same in every digest."""
 
+    heading: Heading
     items: list[dict[str, str]]  # headline, summary, url per story
     html: str  # its pass of the HTML template's sections loop, CSS inlined
     text: str  # its pass of the text template's sections loop
@@ -255,7 +290,7 @@ class _Section:
 
 # Stands in for a section to find where the sections go: its pass holds a text
 # no real section has, which autoescaping changes.
-_PROBE = (types.SimpleNamespace(name="\x00&probe\x00"), [])
+_PROBE = (types.SimpleNamespace(name="\x00&probe\x00", anchor="", url="", more=0), [])
 
 
 class _Loop:
@@ -300,25 +335,32 @@ class _DigestLayout:
     def __init__(self, html: DjangoTemplate, text: DjangoTemplate) -> None:
         self.compiled = (html.template, text.template)
         self.html, self.text = _Loop(html), _Loop(text)
-        self.blank = self.html.cut({})  # a page to inline a new section in
+        self.blanks: dict[tuple, tuple[str, str]] = {}  # pages to inline a new section in
         self.sections: OrderedDict[tuple, _Section] = OrderedDict()
 
     def section(self, category: Category, stories: Sequence[Story]) -> _Section:
-        """The section of `category` holding (the first few of) `stories`, newest first."""
-        stories = stories[:MAX_DIGEST_STORIES_PER_CATEGORY]
-        # Everything its rendering reads, so that a cached section is never stale.
-        key = (settings.SITE_URL, category.pk, category.name, tuple(
+        """The section of `category` holding (the first few of) `stories`, newest first,
+        and how many more the reader's window holds."""
+        cap = settings.NEWSROOM_DIGEST_MAX_PER_CATEGORY
+        more = max(0, len(stories) - cap)
+        stories = stories[:cap]
+        # Everything its rendering reads, so that a cached section is never stale:
+        # the count of stories past the cap differs from one reader's window to another's.
+        key = (_look_key(), category.pk, category.name, category.slug, more, tuple(
             (s.pk, s.slug, s.headline, s.dek, "" if s.dek else s.body) for s in stories))
         section = self.sections.get(key)
         if section is not None:
             self.sections.move_to_end(key)
             return section
-        items = [{"headline": s.headline, "summary": story_summary(s),
+        heading = Heading(name=category.name, anchor=f"section-{category.slug}",
+                          url=settings.SITE_URL + category.get_absolute_url(), more=more)
+        items = [{"headline": strip_bidi(s.headline), "summary": story_summary(s),
                   "url": settings.SITE_URL + s.get_absolute_url()} for s in stories]
-        html = _inline_apart(self.blank[0], self.html.render_pass((category, items)),
-                             self.blank[1])[1]
+        # A page of the current look (its CSS holds the brand colour) to inline it in.
+        blank = self.blanks.get(key[0]) or self.blanks.setdefault(key[0], self.html.cut(look()))
+        html = _inline_apart(blank[0], self.html.render_pass((heading, items)), blank[1])[1]
         section = self.sections[key] = _Section(
-            items, html, self.text.render_pass((category, items)))
+            heading, items, html, self.text.render_pass((heading, items)))
         while len(self.sections) > _SECTIONS_CACHED:
             self.sections.popitem(last=False)
         return section

@@ -40,7 +40,9 @@ def edition_view(request: HttpRequest, token: str) -> HttpResponse:
             raise Http404("This digest can no longer be shown.")
         try:
             content = edition_content.digest_content(
-                edition.pk, key.window_start, edition.frequency, stories, categories
+                edition.pk, key.window_start, edition.frequency, stories, categories,
+                issue_date=edition_content.issue_date(
+                    edition.window_end, edition.audience.get("slots", ())),
             )
         except edition_content.ContentError:
             raise Http404("This digest can no longer be shown.") from None

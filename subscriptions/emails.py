@@ -14,6 +14,7 @@ import smtplib
 from email.utils import make_msgid
 from enum import StrEnum
 
+import css_inline
 from anymail.exceptions import AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -22,10 +23,12 @@ from django.urls import reverse
 
 from newsroom.mailconfig import sender_domain
 from subscriptions.list_headers import manage_url
+from subscriptions.mail_look import look, strip_bidi
 from subscriptions.models import Subscriber
 from subscriptions.tokens import Purpose, token_make
 
 logger = logging.getLogger(__name__)
+_inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
 
 class Kind(StrEnum):
@@ -51,17 +54,16 @@ def confirm_url(subscriber: Subscriber) -> str:
 
 def subscriber_email_build(*, subscriber: Subscriber, kind: Kind) -> EmailMultiAlternatives:
     context = {
+        **look(),
         "subscriber": subscriber,
-        "site_name": settings.NEWSROOM_NAME,
-        "site_url": settings.SITE_URL,
-        "postal_address": settings.NEWSROOM_POSTAL_ADDRESS,
         "manage_url": manage_url(subscriber_id=subscriber.pk, email=subscriber.email),
         "categories": list(subscriber.categories.order_by("order", "name")),
     }
     if kind == Kind.CONFIRM:
         context["confirm_url"] = confirm_url(subscriber)
     base = f"subscriptions/emails/{kind}"
-    subject = " ".join(render_to_string(f"{base}.subject.txt", context).split())
+    subject = " ".join(strip_bidi(render_to_string(f"{base}.subject.txt", context)).split())
+    context["subject"] = subject
     message = EmailMultiAlternatives(
         subject=subject,
         body=render_to_string(f"{base}.txt", context),
@@ -75,7 +77,9 @@ def subscriber_email_build(*, subscriber: Subscriber, kind: Kind) -> EmailMultiA
             "Message-ID": make_msgid(domain=sender_domain(settings.DEFAULT_FROM_EMAIL)),
         },
     )
-    message.attach_alternative(render_to_string(f"{base}.html", context), "text/html")
+    # The editions' layout, CSS inlined as theirs is (few of these: no caching).
+    html = _inliner.inline(render_to_string(f"{base}.html", context))
+    message.attach_alternative(html, "text/html")
     return message
 
 

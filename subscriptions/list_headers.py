@@ -7,7 +7,7 @@ the same one-click unsubscribe that Gmail and Yahoo require of bulk senders.
 from __future__ import annotations
 
 from functools import lru_cache
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 from django.urls import reverse
@@ -40,11 +40,25 @@ def list_id(list_key: str) -> str:
     return f"{settings.NEWSROOM_NAME} <{list_key}.lists.{host}>"
 
 
+@lru_cache(maxsize=8)
+def _mailto(address: str) -> str:
+    return f"mailto:{quote(address, safe='@+')}?subject=unsubscribe"
+
+
+def list_unsubscribe(url: str) -> str:
+    """The `List-Unsubscribe` value: the one-click https URL first (RFC 8058 wants
+    https; mail programs try the URIs in order), then a mailto (RFC 2369) for
+    programs that offer only that. The mailto unsubscribes only where an inbound
+    route for NEWSROOM_UNSUBSCRIBE_MAILTO exists; the URL always does."""
+    mailto = settings.NEWSROOM_UNSUBSCRIBE_MAILTO
+    return f"<{url}>, <{_mailto(mailto)}>" if mailto else f"<{url}>"
+
+
 def list_headers(*, subscriber_id: int, email: str, list_key: str) -> dict[str, str]:
     url = unsubscribe_url(subscriber_id=subscriber_id, email=email)
     return {
         "List-Id": list_id(list_key),
-        "List-Unsubscribe": f"<{url}>",
+        "List-Unsubscribe": list_unsubscribe(url),
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         "List-Post": "NO",
     }

@@ -115,11 +115,34 @@ def _encode_address(address: str) -> str:
     return formataddr((name, f"{local}@{domain}"), charset="utf-8")
 
 
+_FOLD_AT = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
+_WORDS = re.compile(r"[ \t]*[^ \t]+|[ \t]+")
+
+
 def _encode_text_header(name: str, value: str) -> str:
     check_header(name, value)
     if value.isascii() and "=?" not in value:  # else it could read as an encoded word
-        return value
+        return _fold(name, value)
     return Header(value, "utf-8", header_name=name).encode(linesep=_CRLF)
+
+
+def _fold(name: str, value: str) -> str:
+    """An ASCII value folded before whitespace into lines of at most 78 characters
+    (RFC 5322 2.2.3); unfolding (removing each CRLF) gives `value` back exactly.
+
+    A word longer than a line stays whole: the 998-octet limit still holds.
+    """
+    if len(name) + 2 + len(value) <= _FOLD_AT:
+        return value
+    lines = [""]
+    width = len(name) + 2
+    for word in _WORDS.findall(value):
+        if width + len(word) > _FOLD_AT and lines[-1].strip() and word.strip() and word[0] in " \t":
+            lines.append("")
+            width = 0
+        lines[-1] += word
+        width += len(word)
+    return _CRLF.join(lines)
 
 
 class MessageTemplate:
@@ -148,7 +171,7 @@ class MessageTemplate:
             lines.append(f"{name}: {_encode_text_header(name, value)}")
         lines += [
             "MIME-Version: 1.0",
-            f'Content-Type: multipart/alternative; boundary="{self.boundary}"',
+            f'Content-Type: multipart/alternative;{_CRLF} boundary="{self.boundary}"',  # 78 max
         ]
         self._head = (_CRLF.join(lines) + _CRLF).encode("ascii")
         part_head = (

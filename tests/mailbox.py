@@ -41,3 +41,10 @@ def text_body(message: EmailMessage) -> str:
 
 def html_body(message: EmailMessage) -> str:
     return message.get_body(("html",)).get_content()
+
+
+def unsubscribe_link(list_unsubscribe: str) -> str:
+    """The https URI of a List-Unsubscribe header (`<https://…>, <mailto:…>`)."""
+    uris = [part.strip().strip("<>") for part in str(list_unsubscribe).split(",")]
+    [https] = [uri for uri in uris if uri.startswith(("https://", "http://"))]
+    return https

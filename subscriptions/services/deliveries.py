@@ -41,7 +41,7 @@ from django.utils import timezone
 from newsroom.models import Category, Story
 from subscriptions import edition_content
 from subscriptions.edition_content import PERSONAL_VALUES, Content, ContentError
-from subscriptions.list_headers import list_id, manage_url, unsubscribe_url
+from subscriptions.list_headers import list_id, list_unsubscribe, manage_url, unsubscribe_url
 from subscriptions.mime import MessageTemplate, hole
 from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.services.editions import (
@@ -164,6 +164,7 @@ def _digest_variants(edition: Edition, rows: list[tuple]) -> dict[int, tuple[tup
     # A followed category without stories shows no section: only its pk counts (in
     # the "view in browser" link), so a reference stands in for it.
     categories = {s.category_id: s.category for s in stories}
+    day = edition_content.issue_date(edition.window_end, edition.audience.get("slots", ()))
     variants: dict[tuple, tuple[tuple, object]] = {}
     chosen: dict[int, tuple[tuple, object]] = {}
     for delivery_id, subscriber_id, _email, window_start in rows:
@@ -174,11 +175,11 @@ def _digest_variants(edition: Edition, rows: list[tuple]) -> dict[int, tuple[tup
 
             def build(window_start=window_start, picked=picked, shown=shown):
                 return edition_content.digest_content(
-                    edition.pk, window_start, edition.frequency, picked, shown,
+                    edition.pk, window_start, edition.frequency, picked, shown, issue_date=day,
                 )
 
             variants[window_start, cats] = (
-                edition_content.digest_key(window_start, picked, shown),
+                edition_content.digest_key(window_start, picked, shown, issue_date=day),
                 build if picked else None,
             )
         chosen[delivery_id] = variants[window_start, cats]
@@ -266,7 +267,7 @@ def _recipient(edition: Edition, delivery_id: int, subscriber_id: int, email: st
         delivery_id=delivery_id, email=email,
         values={"email": email, "unsubscribe_url": unsubscribe,
                 "manage_url": manage_url(subscriber_id=subscriber_id, email=email)},
-        headers={"List-Unsubscribe": f"<{unsubscribe}>"},
+        headers={"List-Unsubscribe": list_unsubscribe(unsubscribe)},
         message_id=_message_id(edition.pk, subscriber_id),
     )
 

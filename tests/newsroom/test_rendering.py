@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from newsroom.rendering import ALLOWED_TAGS, html_to_text, render_html, render_text
+from newsroom.rendering import ALLOWED_TAGS, html_to_text, mail_html, render_html, render_text
 
 # --- Structure -------------------------------------------------------------------
 
@@ -173,7 +173,8 @@ def test_event_handlers_and_styles_are_stripped_but_text_kept():
 
 def test_javascript_link_loses_its_href_but_keeps_its_text():
     html = render_html("[click](javascript:alert(1))")
-    assert html == '<p><a rel="noopener noreferrer">click</a></p>'
+    # No <a> left without a target: it would look like a link that goes nowhere.
+    assert html == "<p>click</p>"
 
 
 def test_autolinks_are_links_and_email_autolinks_are_mailto():
@@ -300,3 +301,26 @@ def test_text_non_breaking_spaces_survive():
 
 def test_html_to_text_handles_stray_markup():
     assert html_to_text("<li>orphan</li><td>cell</td>plain") == "orphan\n\ncell\n\nplain"
+
+
+@pytest.fixture
+def image_hosts(settings):
+    settings.NEWSROOM_MAIL_IMAGE_HOSTS = ["img.example.com"]
+
+
+def test_mail_keeps_images_from_allowed_https_hosts_with_alt_text(image_hosts):
+    html = render_html('![](https://img.example.com/a.png "Dam at dawn") '
+                       '![Map of the valley](https://img.example.com/map.png) '
+                       '![](https://img.example.com/b.png)')
+    mail = mail_html(html)
+    assert '<img src="https://img.example.com/a.png" alt="Dam at dawn">' in mail
+    assert '<img src="https://img.example.com/map.png" alt="Map of the valley">' in mail
+    assert '<img src="https://img.example.com/b.png" alt="Image">' in mail
+
+
+def test_mail_leaves_out_images_from_other_hosts_and_plain_http(image_hosts):
+    body = ("Text.\n\n![pixel](https://track.example.net/p.gif)\n\n"
+            "![old](http://img.example.com/old.png) ![x](https://IMG.example.com.evil.net/x.png)")
+    html = render_html(body)
+    assert html.count("<img") == 3  # the site keeps them all
+    assert mail_html(html) == "<p>Text.</p>"

@@ -221,8 +221,13 @@ def test_env_example_shows_the_defaults_of_the_sending_limits(load):
     )
     defaults = load(DJANGO_DEBUG="1")
     for name in ("NEWSROOM_STALL_AFTER", "NEWSROOM_CLAIM_TIMEOUT", "NEWSROOM_BATCH_SIZE",
-                 "NEWSROOM_ALERT_STALE_AFTER", "NEWSROOM_OPS_SAMPLE_INTERVAL"):
+                 "NEWSROOM_ALERT_STALE_AFTER", "NEWSROOM_OPS_SAMPLE_INTERVAL",
+                 "NEWSROOM_DIGEST_MAX_PER_CATEGORY"):
         assert int(example[name]) == defaults[name], name
+    # The mail's look: what .env.example shows is what an unset variable gives.
+    assert example["NEWSROOM_BRAND_COLOR"] == defaults["NEWSROOM_BRAND_COLOR"]
+    for name in ("NEWSROOM_LOGO_URL", "NEWSROOM_UNSUBSCRIBE_MAILTO", "NEWSROOM_MAIL_IMAGE_HOSTS"):
+        assert example[name] == "", name  # empty: derived, as the comment above it says
 
 
 def test_check_deploy_is_clean_with_production_settings(tmp_path):
@@ -278,3 +283,25 @@ def test_the_default_senders_are_valid(load):
     assert conf["DEFAULT_FROM_EMAIL"] == conf["SERVER_EMAIL"] == "Newsroom <news@news.example.com>"
     assert load(DJANGO_SECRET_KEY=SECRET, SITE_URL="http://127.0.0.1:8000",
                 DEFAULT_FROM_EMAIL="Rédaction <desk@example.org>")["DEFAULT_FROM_EMAIL"]
+
+
+def test_mail_settings_derive_from_the_sender_and_site(load):
+    loaded = load(DJANGO_DEBUG="1", SITE_URL="https://news.example.com", NEWSROOM_EMBEDDED="1",
+                  DJANGO_SECRET_KEY=SECRET, DEFAULT_FROM_EMAIL="The Ledger <desk@mail.example.org>")
+    assert loaded["NEWSROOM_UNSUBSCRIBE_MAILTO"] == "unsubscribe@mail.example.org"
+    assert loaded["NEWSROOM_MAIL_IMAGE_HOSTS"] == ["news.example.com"]
+    assert loaded["NEWSROOM_LOGO_URL"] == "" and loaded["NEWSROOM_DIGEST_MAX_PER_CATEGORY"] == 12
+    loaded = load(DJANGO_DEBUG="1", NEWSROOM_MAIL_IMAGE_HOSTS="a.example, b.example",
+                  NEWSROOM_UNSUBSCRIBE_MAILTO="leave@example.org")
+    assert loaded["NEWSROOM_MAIL_IMAGE_HOSTS"] == ["a.example", "b.example"]
+    assert loaded["NEWSROOM_UNSUBSCRIBE_MAILTO"] == "leave@example.org"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"NEWSROOM_BRAND_COLOR": "red"}, "like #b00020"),
+    ({"NEWSROOM_BRAND_COLOR": "#ffcc00"}, "too light to read on white"),
+    ({"NEWSROOM_LOGO_URL": "http://example.com/logo.png"}, "must be an https URL"),
+])
+def test_mail_look_settings_that_would_harm_the_mail_stop_start_up(load, env, message):
+    with pytest.raises(ImproperlyConfigured, match=message):
+        load(DJANGO_DEBUG="1", **env)

@@ -11,6 +11,7 @@ from newsroom.models import Story
 from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.services import deliveries, editions
 from subscriptions.tokens import Purpose, token_read
+from tests.mailbox import unsubscribe_link
 from tests.subscriptions.factories import category, subscriber
 
 pytestmark = pytest.mark.django_db
@@ -83,7 +84,7 @@ def test_alert_message_is_a_correct_list_message(smtp, no_enqueue, settings):
     assert message.get_content_type() == "multipart/alternative"
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
-    unsubscribe = message["List-Unsubscribe"].strip("<>")
+    unsubscribe = unsubscribe_link(message["List-Unsubscribe"])
     assert unsubscribe in text and unsubscribe in html
     token = unsubscribe.rstrip("/").rsplit("/", 1)[1]
     assert token_read(token, purpose=Purpose.UNSUBSCRIBE).subscriber_id == sub.pk

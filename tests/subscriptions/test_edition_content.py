@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.conf import settings
@@ -20,12 +20,13 @@ from django.template.loader import render_to_string
 from newsroom.models import Category, Story
 from subscriptions import edition_content
 from subscriptions.edition_content import (
-    MAX_DIGEST_STORIES_PER_CATEGORY,
     Content,
+    Heading,
     ViewKey,
     digest_content,
     story_summary,
 )
+from subscriptions.mail_look import look, strip_bidi
 from tests.subscriptions.factories import category
 
 pytestmark = pytest.mark.django_db
@@ -35,29 +36,35 @@ END = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 
 def reference_digest(
     edition_id: int, window_start: datetime | None, frequency: str, stories: Sequence[Story],
-    categories: Sequence[Category],
+    categories: Sequence[Category], issue_date: date | None = None,
 ) -> Content:
     """The whole-template rendering (the implementation before sections were cached)."""
+    cap = settings.NEWSROOM_DIGEST_MAX_PER_CATEGORY
     by_category: dict[int, list[Story]] = {}
     for story in sorted(stories, key=lambda s: s.published_at, reverse=True):
         by_category.setdefault(story.category_id, []).append(story)
     sections = []
     for cat in sorted(categories, key=lambda c: (c.order, c.name)):
-        picked = by_category.get(cat.pk, [])[:MAX_DIGEST_STORIES_PER_CATEGORY]
-        if picked:
-            sections.append((cat, [
-                {"headline": s.headline, "summary": story_summary(s),
+        found = by_category.get(cat.pk, [])
+        if found:
+            heading = Heading(cat.name, f"section-{cat.slug}",
+                              settings.SITE_URL + cat.get_absolute_url(), max(0, len(found) - cap))
+            sections.append((heading, [
+                {"headline": strip_bidi(s.headline), "summary": story_summary(s),
                  "url": settings.SITE_URL + s.get_absolute_url()}
-                for s in picked
+                for s in found[:cap]
             ]))
-    included = tuple(s.pk for s in stories if s.category_id in {c.pk for c, _ in sections})
+    included = tuple(s.pk for s in stories if s.category_id in {c.pk for c in categories
+                                                                if c.pk in by_category})
     view = ViewKey(edition_id, window_start, tuple(sorted(c.pk for c in categories)))
     context = {
-        "site_name": settings.NEWSROOM_NAME, "site_url": settings.SITE_URL,
-        "postal_address": settings.NEWSROOM_POSTAL_ADDRESS, "view_url": view.url(),
+        **look(), "view_url": view.url(),
         "hole": edition_content._HOLES, "sections": sections, "lead": sections[0][1][0],
-        "story_count": sum(len(items) for _, items in sections),
+        "story_count": sum(len(items) + h.more for h, items in sections),
         "frequency_label": "Weekly" if frequency == "weekly" else "Daily",
+        "issue_date": f"{issue_date:%A} {issue_date.day} {issue_date:%B %Y}" if issue_date else "",
+        "contents": [{"name": h.name, "anchor": h.anchor, "count": len(items) + h.more}
+                     for h, items in sections],
     }
     template = "subscriptions/editions/digest"
     preheader = edition_content._preheader(
@@ -92,7 +99,7 @@ def newsdesk() -> list[Category]:
     publish(world, "Summit ends without a deal", 2)
     publish(world, "Ministers' talks & the <veto>", 5, dek="")
     publish(world, "Élection: résultats", 30)
-    for i in range(MAX_DIGEST_STORIES_PER_CATEGORY + 3):
+    for i in range(settings.NEWSROOM_DIGEST_MAX_PER_CATEGORY + 3):
         publish(tech, f"Chip story {i}: 5 > 3 \"quoted\"", 1 + i)
     publish(sport, "Final score", 3, dek="Late goal settles it — 2:1.")
     publish(culture, "Museum reopens", 4, body="", dek="")
@@ -118,9 +125,9 @@ def test_composed_digests_equal_whole_renders(newsdesk, frozen_signing):
                   if s.category in combo and s.published_at > window_start]
         if not picked:
             continue
-        for frequency in ("daily", "weekly"):
-            expected = reference_digest(7, window_start, frequency, picked, combo)
-            assert digest_content(7, window_start, frequency, picked, combo) == expected
+        for frequency, day in (("daily", None), ("weekly", END.date())):
+            expected = reference_digest(7, window_start, frequency, picked, combo, day)
+            assert digest_content(7, window_start, frequency, picked, combo, day) == expected
             checked += 1
     assert checked > 100
 
@@ -164,3 +171,31 @@ def test_a_story_edited_after_its_section_was_rendered_shows_the_edit(newsdesk, 
     Category.objects.filter(pk=world.pk).update(name="World")
     world.refresh_from_db()
     assert "WORLD\n" in render().text
+
+
+def test_a_long_section_says_how_many_more_in_each_readers_window(settings, frozen_signing):
+    """Past NEWSROOM_DIGEST_MAX_PER_CATEGORY a section ends with "And N more in <category>",
+    N counted in the reader's own window: two windows showing the same newest stories
+    must not share a cached section."""
+    settings.NEWSROOM_DIGEST_MAX_PER_CATEGORY = 2
+    policy = category("policy", name="Policy", order=1)
+    for hours in (1, 2, 3, 4, 5):
+        publish(policy, f"Vote {hours}", hours)
+    stories = list(Story.objects.select_related("category"))
+    long_window = digest_content(7, END - timedelta(hours=6), "daily", stories, [policy])
+    short = [s for s in stories if s.published_at > END - timedelta(hours=3, minutes=30)]
+    short_window = digest_content(7, END - timedelta(hours=3, minutes=30), "daily", short,
+                                  [policy])
+    for content, more in ((long_window, 3), (short_window, 1)):
+        assert f"And {more} more in Policy" in content.text
+        assert f"And {more} more in Policy" in content.html
+        assert content.text.count("* Vote") == 2  # the newest two, then the count
+        assert "http://testserver/categories/policy/" in content.text
+    assert "Policy</a> · 5 stories" in long_window.html
+    assert "Policy</a> · 3 stories" in short_window.html
+    assert long_window.subject == "Your daily Newsroom: Vote 1 and 4 more"
+    # Every story of the window is named or counted: nothing is dropped silently.
+    assert long_window.story_ids == tuple(s.pk for s in stories)
+    settings.NEWSROOM_DIGEST_MAX_PER_CATEGORY = 12
+    assert "more in Policy" not in digest_content(7, END - timedelta(hours=6), "daily", stories,
+                                                  [policy]).text

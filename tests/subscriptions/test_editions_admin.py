@@ -393,7 +393,8 @@ class _Frames(HTMLParser):
             self.frames.append(dict(attrs))
 
 
-def test_preview_shows_exactly_what_the_subscriber_gets(sender, politics, readers, no_enqueue):
+def test_preview_shows_exactly_what_the_subscriber_gets(sender, politics, readers, no_enqueue,
+                                                       settings):
     edition = editions.edition_create_alert(
         story=_story(politics, dek='Towns "evacuated" <script>alert(1)</script>'), by=None)
     reader = readers[0]
@@ -405,7 +406,8 @@ def test_preview_shows_exactly_what_the_subscriber_gets(sender, politics, reader
     headers = dict(response.context["headers"])
     assert headers["To"] == reader.email
     assert headers["List-Unsubscribe"] == (
-        f"<{unsubscribe_url(subscriber_id=reader.pk, email=reader.email)}>")
+        f"<{unsubscribe_url(subscriber_id=reader.pk, email=reader.email)}>, "
+        f"<mailto:{settings.NEWSROOM_UNSUBSCRIBE_MAILTO}?subject=unsubscribe>")
     assert headers["List-Id"] == "Newsroom <alerts.politics.lists.testserver>"
     assert "From" in headers
     assert "<script>alert(1)</script>" not in html  # escaped everywhere on the page

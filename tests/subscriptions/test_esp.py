@@ -24,6 +24,7 @@ from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.services import deliveries, editions
 from subscriptions.tokens import Purpose, token_read
 from tests.fake_esp import FakeMailgun, send_editions_through
+from tests.mailbox import unsubscribe_link
 from tests.subscriptions.factories import category, subscriber
 from tests.subscriptions.test_alerts import send_all, story
 
@@ -87,7 +88,7 @@ def test_an_alert_is_one_call_per_chunk_and_each_reader_gets_their_own_copy(mail
     assert Counter(d.to for d in mailgun.received) == Counter(s.email for s in subs)
     for sub in subs:
         [got] = mailgun.to(sub.email)
-        unsubscribe = got.headers["List-Unsubscribe"].strip("<>")
+        unsubscribe = unsubscribe_link(got.headers["List-Unsubscribe"])
         assert token_read(unsubscribe_token(unsubscribe),
                           purpose=Purpose.UNSUBSCRIBE).subscriber_id == sub.pk
         assert unsubscribe in got.text and unsubscribe in got.html
@@ -273,7 +274,7 @@ def test_a_backend_without_batch_api_gets_one_correct_message_per_reader(setting
     for sub in subs:
         parsed = by_reader[sub.email]
         assert parsed["List-Unsubscribe-Post"] == ONE_CLICK
-        unsubscribe = parsed["List-Unsubscribe"].strip("<>")
+        unsubscribe = unsubscribe_link(parsed["List-Unsubscribe"])
         assert token_read(unsubscribe_token(unsubscribe),
                           purpose=Purpose.UNSUBSCRIBE).subscriber_id == sub.pk
         text = parsed.get_body(("plain",)).get_content()
@@ -299,7 +300,7 @@ def test_an_api_backend_without_batch_support_gets_the_whole_message(settings, n
     for sub in subs:
         sent = params[sub.email]
         headers = sent["extra_headers"]
-        unsubscribe = headers["List-Unsubscribe"].strip("<>")
+        unsubscribe = unsubscribe_link(headers["List-Unsubscribe"])
         assert token_read(unsubscribe_token(unsubscribe),
                           purpose=Purpose.UNSUBSCRIBE).subscriber_id == sub.pk
         assert unsubscribe in sent["text_body"] and unsubscribe in sent["html_body"]

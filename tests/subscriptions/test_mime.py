@@ -227,3 +227,26 @@ def test_line_by_line_encoding_equals_encoding_the_whole_body(text):
     assert mime._qp(text) == body_encode_whole(text)
     assert mime._qp(text, mime._qp_template_line) == body_encode_whole(text)  # cached
     assert mime._qp(text, mime._qp_template_line) == body_encode_whole(text)
+
+
+def test_long_ascii_subjects_are_folded_and_unfold_to_the_same_text():
+    # The 319-character subject of issue 12, left on one line until then.
+    subject = "Breaking: " + " ".join(f"council votes on item {i} of the budget" for i in range(8))
+    subject = (subject + " and more")[:319]
+    raw = render(template("t", "<p>h</p>", subject=subject,
+                          headers={"X-Long": "a\tb " + "word " * 40 + "x" * 120}), {},
+                 headers={"List-Unsubscribe": "<https://news.example.com/unsubscribe/"
+                          + "t" * 60 + "/>, <mailto:unsubscribe@example.com?subject=unsubscribe>"})
+    check_wire_format(raw)
+    head = raw.partition(b"\r\n\r\n")[0].split(b"\r\n")
+    subject_lines = head[next(i for i, line in enumerate(head) if line.startswith(b"Subject:")):]
+    assert len(subject_lines[0]) <= 78 and subject_lines[1].startswith(b" ")
+    # Only a word longer than a line may pass 78 (the 120 x's, the long URL): never split.
+    too_long = [line for line in head if len(line) > 78]
+    assert len(too_long) == 2
+    assert all(len(line.split(b": ", 1)[-1].split()) == 1 for line in too_long)
+    message = parse(raw)
+    assert message["Subject"] == subject
+    assert message["X-Long"] == "a\tb " + "word " * 40 + "x" * 120
+    assert str(message["List-Unsubscribe"]).endswith(
+        "<mailto:unsubscribe@example.com?subject=unsubscribe>")

@@ -23,7 +23,7 @@ from subscriptions import emails
 from subscriptions.models import ConsentRecord, Subscriber
 from subscriptions.services.subscribers import SIGNUP_WORDING_VERSION
 from subscriptions.tokens import LIFETIME, Purpose, token_make
-from tests.mailbox import text_body
+from tests.mailbox import text_body, unsubscribe_link
 
 pytestmark = pytest.mark.django_db
 
@@ -763,7 +763,7 @@ def test_the_list_unsubscribe_header_url_works(csrf_client, active):
     from subscriptions.list_headers import list_headers
 
     headers = list_headers(subscriber_id=active.pk, email=active.email, list_key="world")
-    header_url = headers["List-Unsubscribe"].strip("<>")
+    header_url = unsubscribe_link(headers["List-Unsubscribe"])
 
     response = csrf_client.post(urlsplit(header_url).path, "List-Unsubscribe=One-Click",
                                 content_type="application/x-www-form-urlencoded")

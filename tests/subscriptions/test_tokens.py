@@ -77,9 +77,19 @@ def test_list_headers_offer_rfc8058_one_click(settings):
     settings.SITE_URL = "https://news.example.com"
     headers = list_headers(subscriber_id=5, email="a@example.com", list_key="policy")
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    url = headers["List-Unsubscribe"]
+    url, mailto = headers["List-Unsubscribe"].split(", ")
     assert url.startswith("<https://news.example.com/unsubscribe/") and url.endswith("/>")
+    assert mailto == f"<mailto:{settings.NEWSROOM_UNSUBSCRIBE_MAILTO}?subject=unsubscribe>"
     token = url[1:-2].rsplit("/", 1)[1]
     assert token_read(token, purpose=Purpose.UNSUBSCRIBE).subscriber_id == 5
     assert headers["List-Id"] == "Newsroom <policy.lists.news.example.com>"
     assert all("\r" not in v and "\n" not in v and len(v) < 998 for v in headers.values())
+
+
+def test_the_unsubscribe_mailto_is_configurable_and_can_be_left_out(settings):
+    settings.NEWSROOM_UNSUBSCRIBE_MAILTO = "leave+news@example.org"
+    header = list_headers(subscriber_id=5, email="a@example.com", list_key="p")["List-Unsubscribe"]
+    assert header.endswith(", <mailto:leave+news@example.org?subject=unsubscribe>")
+    settings.NEWSROOM_UNSUBSCRIBE_MAILTO = ""
+    header = list_headers(subscriber_id=5, email="a@example.com", list_key="p")["List-Unsubscribe"]
+    assert "mailto:" not in header and header.startswith("<http") and "," not in header
