@@ -5,7 +5,8 @@ Hypothesis drives the real services through random days: stories published
 readers subscribing in several time zones (half-hour and 45-minute offsets,
 zones that change clocks in the simulated weeks), leaving, coming back,
 changing topics, zones and hours; beat running, or stalling past the lateness
-window; digests cancelled halfway. After every beat it checks that no reader got
+window; digests cancelled, paused or failed halfway (then resumed or retried).
+After every beat it checks that no reader got
 a story that was not live, nor the same story twice in one of its live periods;
 at the end, with beat running normally for a day, that every reader got every
 story they followed throughout: **for every reader and every live story in a
@@ -216,6 +217,32 @@ class NewsroomDays(RuleBasedStateMachine):
             editions.edition_cancel(edition=Edition.objects.get(pk=edition.pk))
         self._read_mail()
 
+    @rule(hours=st.integers(1, 6), sent=st.integers(0, 3), how=st.sampled_from(["pause", "fail"]))
+    def beat_then_stop(self, hours: int, sent: int, how: str) -> None:
+        """Time passes to a beat whose new digests are paused, or fail (as a content
+        error stops them), after `sent` batches; `carry_on` resumes or retries them."""
+        self.now += timedelta(hours=hours)
+        for edition in editions.digests_schedule(now=self.now):
+            editions.edition_dispatch(edition_id=edition.pk)
+            for first, last in editions.batch_ranges(edition)[:sent]:
+                deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+            if how == "pause":
+                editions.edition_pause(edition=Edition.objects.get(pk=edition.pk))
+            else:
+                editions.edition_fail(edition_id=edition.pk, reason="simulated content error")
+        self._read_mail()
+
+    @rule()
+    def carry_on(self) -> None:
+        """An editor resumes the paused digests and retries the failed ones."""
+        for edition in Edition.objects.filter(kind=Edition.Kind.DIGEST,
+                                              status=Edition.Status.PAUSED):
+            editions.edition_resume(edition=edition)
+        for edition in Edition.objects.filter(kind=Edition.Kind.DIGEST,
+                                              status=Edition.Status.FAILED):
+            editions.edition_retry_failed(edition=edition)
+        self._beat()
+
     def _beat(self) -> None:
         editions.digests_schedule(now=self.now)
         for edition in Edition.objects.filter(kind=Edition.Kind.DIGEST,
@@ -248,7 +275,9 @@ class NewsroomDays(RuleBasedStateMachine):
                 assert len(inside) <= 1, (email, story_id, inside, periods)
 
     def _flush_and_check(self) -> None:
-        """A day and more of normal beats: every window closes; then completeness."""
+        """Stopped digests carry on, and a day and more of normal beats pass: every
+        window closes; then completeness."""
+        self.carry_on()
         for _ in range(30):
             self.now += timedelta(hours=1)
             self._beat()

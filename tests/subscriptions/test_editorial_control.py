@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 
 import pytest
 from django.db.models import Count
 
 from newsroom.celery import app
-from newsroom.models import Category
+from newsroom.models import Category, Story
 from newsroom.services import story_unpublish
-from subscriptions.models import Delivery, Edition
+from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.services import editions
 from tests.subscriptions.test_delivery_worker import (
     audience,
@@ -41,13 +42,14 @@ def paced(settings, smtp_sink):
     with smtp_sink.handler.lock:
         smtp_sink.handler.messages.clear()
     queue = f"paced-{uuid.uuid4().hex[:8]}"
-    settings.NEWSROOM_ALERTS_QUEUE = queue
+    settings.NEWSROOM_ALERTS_QUEUE = settings.NEWSROOM_DIGESTS_QUEUE = queue
     settings.NEWSROOM_STALL_AFTER = 3
     workers: list[Worker] = []
 
     def start(*, rate: int = RATE, batch: int = 1000) -> Worker:
         settings.NEWSROOM_BATCH_SIZE = batch
-        env = {"NEWSROOM_ALERTS_QUEUE": queue, "NEWSROOM_BATCH_SIZE": str(batch),
+        env = {"NEWSROOM_ALERTS_QUEUE": queue, "NEWSROOM_DIGESTS_QUEUE": queue,
+               "NEWSROOM_BATCH_SIZE": str(batch),
                "NEWSROOM_SEND_RATE": str(rate), "CELERY_TASK_TIME_LIMIT": "120"}
         # Each test starts with a full bucket, whatever ran before.
         with app.connection_for_write() as conn:
@@ -214,3 +216,33 @@ def test_story_text_that_looks_like_template_syntax_reaches_readers_verbatim(
     text = message.get_body(("plain",)).get_content()
     assert story.headline in text and story.dek in text
     assert addresses[0] in text  # the reader's own value still fills its hole
+
+
+# --- Who gets what, through the worker (issue: every story to each follower once) ----------
+
+def test_a_digest_cancelled_while_sending_loses_no_story_for_the_next(paced, smtp_sink):
+    """Cancelling a digest after dispatch: its readers' windows stay where they
+    were, so the next day's digest holds that day's stories too, once."""
+    due = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+    world = Category.objects.create(name="World", slug="world")
+    readers = audience(120, world, "dig")
+    Subscriber.objects.update(digest_hour=7, last_digest_due_at=due - timedelta(days=1),
+                              confirmed_at=due - timedelta(days=30))
+    Story.objects.create(headline="Day one", slug="day-one", category=world, body="Text.",
+                         status=Story.Status.PUBLISHED, published_at=due - timedelta(hours=2))
+    paced(rate=RATE, batch=1000)
+    [edition] = editions.digests_schedule(now=due + timedelta(minutes=2))
+    wait_for(lambda: received(smtp_sink) >= 20, 30, "the first digests")
+    editions.edition_cancel(edition=Edition.objects.get(pk=edition.pk))
+    wait_for(lambda: none_held(edition), 10, "the batch to skip its rows")
+    assert 0 < received(smtp_sink) < 120
+
+    Story.objects.create(headline="Day two", slug="day-two", category=world, body="Text.",
+                         status=Story.Status.PUBLISHED, published_at=due + timedelta(hours=20))
+    [next_day] = editions.digests_schedule(now=due + timedelta(days=1, minutes=2))
+    wait_for(lambda: edition_done(next_day), 60, "the next digest")
+    for address in readers:
+        texts = [message_from_bytes(m.data, policy=policy.default).get_body(("plain",))
+                 .get_content() for m in smtp_sink.handler.to(address)]
+        assert sum("Day one" in t for t in texts) == 1, address  # once, whichever day
+        assert sum("Day two" in t for t in texts) == 1, address
