@@ -39,6 +39,7 @@ from subscriptions.admin import SendProgress, send_progress
 from subscriptions.models import Delivery, Edition
 from subscriptions.selectors import (
     STALL_FIELDS,
+    duration_text,
     edition_stalled_for,
     editions_needing_attention,
     eta_text,
@@ -52,18 +53,6 @@ EDITIONS_SHOWN = 50
 FAILURES_SHOWN = 20
 RATE_OVER = 300  # seconds of samples behind the "rate now" of an edition
 UNAVAILABLE = (RedisError, BrokerError, OSError)
-
-
-def duration(seconds: float) -> str:
-    """Short and exact enough for a glance: 12 s, 4 min 5 s, 2 h 10 min."""
-    seconds = int(max(0, seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        minutes, rest = divmod(seconds, 60)
-        return f"{minutes} min {rest} s" if rest and minutes < 10 else f"{minutes} min"
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours} h {rest // 60} min"
 
 
 @dataclass(frozen=True)
@@ -120,7 +109,7 @@ def _queues(names: list[str], history: list[samples.Sample]
     rows = [
         QueueRow(
             name=stat.name, depth=stat.depth,
-            oldest=duration(stat.oldest_age) if stat.oldest_age is not None else "",
+            oldest=duration_text(stat.oldest_age) if stat.oldest_age is not None else "",
             chart=charts.line_chart(samples.depth_series(history, stat.name),
                                     title=f"Messages waiting in {stat.name}, last hour",
                                     unit="messages", ident=f"depth-{stat.name}"),
@@ -134,8 +123,8 @@ def _workers(snapshot: workers.Snapshot, now: float) -> list[WorkerRow]:
     return [
         WorkerRow(
             worker=worker, answered=snapshot.answered(worker),
-            last_seen=f"{duration(now - worker.last_seen)} ago",
-            longest_task=(duration(now - worker.oldest_task_started)
+            last_seen=f"{duration_text(now - worker.last_seen)} ago",
+            longest_task=(duration_text(now - worker.oldest_task_started)
                           if worker.oldest_task_started else ""),
         )
         for worker in snapshot.workers
@@ -196,7 +185,7 @@ def operations_context(request: HttpRequest) -> dict[str, Any]:
         "broker_error": broker_error,
         "cache_error": cache_error,
         "snapshot": snapshot,
-        "snapshot_age": duration(snapshot.age(now)) if snapshot else "",
+        "snapshot_age": duration_text(snapshot.age(now)) if snapshot else "",
         "snapshot_stale": snapshot is not None and snapshot.age(now) > 3 * interval,
         "workers": _workers(snapshot, now) if snapshot else [],
         "sample_interval": interval,
@@ -204,7 +193,7 @@ def operations_context(request: HttpRequest) -> dict[str, Any]:
         "more_editions": more_editions,
         "stalled_count": sum(1 for row in editions if row.stalled),
         "attention": editions_needing_attention(now=timezone.now()),
-        "stall_after": duration(settings.NEWSROOM_STALL_AFTER),
+        "stall_after": duration_text(settings.NEWSROOM_STALL_AFTER),
         "send_rate_chart": charts.line_chart(
             samples.send_rate_series(history), title="Messages sent per second, last hour",
             unit="msg/s", ident="send-rate",

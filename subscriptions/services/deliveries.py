@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.utils import formatdate, parseaddr
+from email.utils import formatdate
 from functools import lru_cache
 
 from django.conf import settings
@@ -38,6 +38,7 @@ from django.db.models import Exists, F, OuterRef, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from newsroom.mailconfig import sender_domain
 from newsroom.models import Category, Story
 from subscriptions import edition_content
 from subscriptions.edition_content import PERSONAL_VALUES, Content, ContentError
@@ -88,9 +89,8 @@ def _keyed_mac(secret: str) -> hmac.HMAC:
     return hmac.new(secret.encode(), digestmod=hashlib.sha256)
 
 
-@lru_cache(maxsize=4)
-def _message_id_domain(from_email: str) -> str:
-    return parseaddr(from_email)[1].rpartition("@")[2] or "localhost"
+# Parsed once per sender (the same for every message of a process).
+_message_id_domain = lru_cache(maxsize=4)(sender_domain)
 
 
 def _message_id(edition_id: int, subscriber_id: int) -> str:
