@@ -117,7 +117,7 @@ def test_a_correction_mid_send_reaches_every_reader_not_yet_sent(paced, smtp_sin
     cat = Category.objects.create(name="Policy", slug="policy")
     addresses = audience(400, cat, "fix")
     story = breaking(cat)
-    paced(rate=200, batch=25)
+    paced(rate=100, batch=25)  # four seconds of sending: the correction lands mid-send
     edition = editions.edition_create_alert(story=story, by=None)
     wait_for(lambda: received(smtp_sink) >= 50, 30, "the first 50 messages")
 
@@ -146,7 +146,7 @@ def test_a_story_that_cannot_be_sent_stops_the_edition_with_its_reason(paced, sm
     cat = Category.objects.create(name="Policy", slug="policy")
     addresses = audience(200, cat, "big")
     story = breaking(cat)
-    paced(rate=200, batch=25)
+    paced(rate=RATE, batch=25)  # five seconds of sending: the correction lands mid-send
     edition = editions.edition_create_alert(story=story, by=None)
     wait_for(lambda: received(smtp_sink) >= 25, 30, "the first batch")
 
