@@ -246,3 +246,20 @@ def test_a_digest_cancelled_while_sending_loses_no_story_for_the_next(paced, smt
                  .get_content() for m in smtp_sink.handler.to(address)]
         assert sum("Day one" in t for t in texts) == 1, address  # once, whichever day
         assert sum("Day two" in t for t in texts) == 1, address
+
+
+def test_an_alert_skips_readers_who_unfollow_its_category_while_it_sends(paced, smtp_sink):
+    """Readers whose batch has not started yet when they unfollow get nothing."""
+    cat = Category.objects.create(name="Policy", slug="policy")
+    addresses = audience(100, cat, "unf")
+    paced(rate=RATE, batch=10)
+    edition = editions.edition_create_alert(story=breaking(cat), by=None)
+    wait_for(lambda: received(smtp_sink) >= 20, 30, "the first 20 messages")
+    leaving = Subscriber.objects.filter(email__in=addresses[-40:])
+    Subscriber.categories.through.objects.filter(subscriber__in=leaving).delete()
+    wait_for(lambda: edition_done(edition), 60, "the alert to finish")
+    counts = smtp_sink.handler.counts()
+    assert not [a for a in addresses[-40:] if counts.get(a)]
+    assert [a for a in addresses[:40] if counts.get(a) != 1] == []
+    edition.refresh_from_db()
+    assert edition.skipped >= 40 and edition.sent + edition.skipped == 100
