@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from html import unescape
 from zoneinfo import ZoneInfo
 
 import css_inline
@@ -33,10 +34,11 @@ from django.template.backends.django import Template as DjangoTemplate
 from django.template.defaulttags import ForNode
 from django.template.loader import get_template, render_to_string
 from django.urls import reverse
+from django.utils.html import strip_tags
 from django.utils.text import Truncator
 
 from newsroom.models import Category, Story
-from newsroom.rendering import html_to_text, mail_html
+from newsroom.rendering import mail_html
 from subscriptions.mail_look import look, strip_bidi
 from subscriptions.mime import hole
 
@@ -191,9 +193,12 @@ def _date_label(day: date) -> str:
 
 
 def story_summary(story: Story) -> str:
+    """The summary, else the body's first 40 words as prose (the text layout's heading
+    rules and bullets would read as "What we know ====== - Two…" in a preheader)."""
     if story.dek:
         return story.dek
-    return Truncator(" ".join(html_to_text(story.body_html).split())).words(40)
+    words = unescape(strip_tags(story.body_html)).split()
+    return Truncator(" ".join(words)).words(40)
 
 
 def digest_content(

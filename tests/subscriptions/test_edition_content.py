@@ -199,3 +199,14 @@ def test_a_long_section_says_how_many_more_in_each_readers_window(settings, froz
     settings.NEWSROOM_DIGEST_MAX_PER_CATEGORY = 12
     assert "more in Policy" not in digest_content(7, END - timedelta(hours=6), "daily", stories,
                                                   [policy]).text
+
+
+@pytest.mark.django_db
+def test_a_summary_from_the_body_reads_as_prose():
+    """No text-layout heading rules or bullets in a preheader or a digest summary."""
+    cat = category("weather", name="Weather")
+    story = Story.objects.create(
+        headline="Flood", slug="flood", category=cat, dek="",
+        body="The barrier gave way.\n\n## What we know\n\n- Two districts & more\n- Roads closed\n")
+    assert story_summary(story) == ("The barrier gave way. What we know Two districts & more "
+                                    "Roads closed")
