@@ -342,16 +342,16 @@ def _send_claimed(edition: Edition, claim: uuid.UUID, rows: list[tuple],
                   report: BatchReport) -> None:
     try:
         prepared = _prepare(edition, rows)
-    except (OperationalError, InterfaceError):
-        _retrying_db(_give_back, edition, claim, [row[0] for row in rows], "")
-        raise  # a database blip: the task retries the batch
     except Exception as exc:
-        # Nothing was handed to a transport: the rows go back (not counted as
-        # possible duplicates) and the edition stops for a person to act.
+        # Nothing was handed to a transport: the rows go back, not counted as
+        # possible duplicates. A database blip is retried by the task; anything
+        # else would fail again, so the edition stops for a person to act.
+        _retrying_db(_give_back, edition, claim, [row[0] for row in rows], "")
+        if isinstance(exc, OperationalError | InterfaceError):
+            raise
         if not isinstance(exc, ContentError):
             logger.exception("edition #%s: building its messages failed", edition.pk,
                              extra={"edition_id": edition.pk})
-        _retrying_db(_give_back, edition, claim, [row[0] for row in rows], "")
         edition_fail(edition_id=edition.pk, reason=str(exc) if isinstance(exc, ContentError)
                      else f"the message could not be built: {exc!r}")
         report.reason = f"content error: {exc}"
@@ -365,26 +365,21 @@ def _send_claimed(edition: Edition, claim: uuid.UUID, rows: list[tuple],
             subscriber_of[delivery_id] for delivery_id in prepared.nothing_new])
     date = formatdate(usegmt=True)
     connection = get_connection()
-    template_of = {r.delivery_id: template
-                   for (_content, template), recipients in (
-                       (prepared.contents.templates[key], recipients)
-                       for key, recipients in prepared.by_variant.items())
-                   for r in recipients}
+    template_of = {r.delivery_id: prepared.contents.templates[key][1]
+                   for key, recipients in prepared.by_variant.items() for r in recipients}
     calls = _calls(prepared, connection)
     results: list[Result] = []
     checked = time.monotonic()  # deliveries_send read the state just before the claim
     with _session(connection):
         for index, call in enumerate(calls):
             waited = throttle_acquire(len(call.recipients))
-            if not waited and time.monotonic() - checked < STATE_CHECK_INTERVAL:
-                results += _send_call(connection, call, template_of, date)
-                continue
-            state, checked = _edition_state(edition.pk), time.monotonic()
-            if state != Edition.Status.SENDING:  # paused, cancelled or failed meanwhile
-                left = [r.delivery_id for later in calls[index:] for r in later.recipients]
-                report.skipped += _retrying_db(_give_back, edition, claim, left, state)
-                report.reason = f"edition {state}: {len(left)} deliveries given back"
-                break
+            if waited or time.monotonic() - checked >= STATE_CHECK_INTERVAL:
+                state, checked = _edition_state(edition.pk), time.monotonic()
+                if state != Edition.Status.SENDING:  # paused, cancelled or failed meanwhile
+                    left = [r.delivery_id for later in calls[index:] for r in later.recipients]
+                    report.skipped += _retrying_db(_give_back, edition, claim, left, state)
+                    report.reason = f"edition {state}: {len(left)} deliveries given back"
+                    break
             results += _send_call(connection, call, template_of, date)
     _retrying_db(_record_results, edition, results, report, prepared.revision, subscriber_of)
 

@@ -44,14 +44,6 @@ def _editor(username: str, *, may_send: bool):
 
 
 @pytest.fixture
-def enqueued(monkeypatch):
-    """Keep the broker out: record the dispatches the service would enqueue."""
-    calls: list[int] = []
-    monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: calls.append(edition.pk))
-    return calls
-
-
-@pytest.fixture
 def desk(client):
     """An editor who may also send alerts."""
     client.force_login(_editor("desk", may_send=True))

@@ -40,14 +40,6 @@ def _user(username: str, *groups: str):
 
 
 @pytest.fixture
-def enqueued(monkeypatch):
-    """Keep the broker out: record the dispatches the service would enqueue."""
-    calls: list[int] = []
-    monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: calls.append(edition.pk))
-    return calls
-
-
-@pytest.fixture
 def politics():
     return category("politics")
 
