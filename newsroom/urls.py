@@ -1,8 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.decorators.cache import cache_control
 
-from newsroom import views
+from newsroom import feeds, views
 from newsroom.ops import health, metrics
+
+_feed = cache_control(public=True, max_age=300)
 
 app_urls = (
     [
@@ -10,6 +13,14 @@ app_urls = (
         path("stories/<slug:slug>/", views.story_detail, name="story"),
         path("categories/<slug:slug>/", views.category_detail, name="category"),
         path("favicon.ico", views.favicon, name="favicon"),
+        # Feeds: readers poll them every few minutes; five minutes of caching is
+        # news-fresh and keeps a popular feed off the database.
+        path("feed/", _feed(feeds.LatestStoriesFeed()), name="feed"),
+        path("feed/atom/", _feed(feeds.LatestStoriesAtomFeed()), name="feed_atom"),
+        path("categories/<slug:slug>/feed/", _feed(feeds.CategoryFeed()),
+             name="category_feed"),
+        path("categories/<slug:slug>/feed/atom/", _feed(feeds.CategoryAtomFeed()),
+             name="category_feed_atom"),
     ],
     "newsroom",
 )
