@@ -240,8 +240,12 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 NEWSROOM_OPS_SAMPLE_INTERVAL = _env_int("NEWSROOM_OPS_SAMPLE_INTERVAL", 30)
 if NEWSROOM_OPS_SAMPLE_INTERVAL <= 0:
     raise ImproperlyConfigured("NEWSROOM_OPS_SAMPLE_INTERVAL must be a number of seconds > 0")
+# Days a finished edition keeps its per-reader rows (0: for ever); see
+# subscriptions/sending/retention.py and the README's privacy section.
+NEWSROOM_DELIVERY_RETENTION_DAYS = _env_int("NEWSROOM_DELIVERY_RETENTION_DAYS", 90)
 CELERY_BEAT_SCHEDULE = {
     "digests-schedule": {"task": "subscriptions.digests_schedule", "schedule": 300.0},
+    "ledger-purge": {"task": "subscriptions.ledger_purge", "schedule": 3600.0},
     "editions-reconcile": {"task": "subscriptions.editions_reconcile", "schedule": 60.0},
     "ops-sample": {"task": "newsroom.ops_sample", "schedule": float(NEWSROOM_OPS_SAMPLE_INTERVAL),
                    "options": {"queue": CELERY_TASK_DEFAULT_QUEUE,

@@ -234,6 +234,11 @@ class Edition(models.Model):
         max_length=40, blank=True,
         help_text="The transport it was sent through (EMAIL_TRANSPORT at dispatch).",
     )
+    ledger_purged_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When its per-reader rows were removed (NEWSROOM_DELIVERY_RETENTION_DAYS); "
+                  "the counters above stay.",
+    )
 
     class Meta:
         ordering = ["-scheduled_at", "-id"]

@@ -9,6 +9,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from subscriptions import emails
+from subscriptions.sending import retention
 from subscriptions.services import deliveries, editions, tracking
 
 # Transient transport failures: try again later, with growing pauses. Permanent
@@ -72,3 +73,10 @@ def editions_reconcile() -> dict:
             "requeued_editions": report.requeued_editions, "expired": report.expired,
             "finished": report.finished,
             "dispatch_completed": report.dispatch_completed}
+
+
+@shared_task(name="subscriptions.ledger_purge")
+def ledger_purge() -> dict:
+    report = retention.ledger_purge()
+    return {"editions": report.editions, "deliveries": report.deliveries,
+            "tracking_events": report.tracking_events, "complete": report.complete}
