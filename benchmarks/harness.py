@@ -162,8 +162,9 @@ class RedisServer:
     """A redis-server of our own: on a unix socket in the data folder (benchmarks) or on
     a free TCP port (drills, so a restart finds it at the same address)."""
 
-    def __init__(self, folder: Path, *, tcp: bool = False, persist: bool = True) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, *, tcp: bool = False, persist: bool = True,
+                 bind: str = "127.0.0.1") -> None:
+        self.folder, self.bind = folder, bind
         self.folder.mkdir(parents=True, exist_ok=True)
         self.tcp, self.persist = tcp, persist
         self.port = free_port() if tcp else 0
@@ -188,7 +189,9 @@ class RedisServer:
         else:
             args += ["--appendonly", "no"]
         if self.tcp:
-            args += ["--port", str(self.port), "--bind", "127.0.0.1"]
+            args += ["--port", str(self.port), "--bind", self.bind]
+            if self.bind != "127.0.0.1":  # only ever inside a drill's own network namespace
+                args += ["--protected-mode", "no"]
         else:
             args += ["--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
         self.proc = Proc(args, log=self.folder / "redis.log")
@@ -251,8 +254,9 @@ class PrivatePostgres:
     """A throw-away PostgreSQL cluster in the data folder, on a free port: one that a
     drill may restart without touching anyone else's database."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, *, listen: str = "127.0.0.1",
+                 trust_net: str | None = None) -> None:
+        self.folder, self.listen, self.trust_net = folder, listen, trust_net
         self.data = folder / "data"
         self.port = free_port()
         versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
@@ -270,11 +274,14 @@ class PrivatePostgres:
         os.chmod(self.folder.parent, 0o755)  # noqa: S103 - postgres must reach its folder
         self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust",
                           "-U", "postgres", "--no-sync")
+        if self.trust_net:  # the fleet drill's worker hosts, on networks it made
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {self.trust_net} trust\n")
         self._pg_ctl("start")
         return self
 
     def _pg_ctl(self, action: str, *extra: str) -> None:
-        opts = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+        opts = (f"-p {self.port} -k {self.folder} -c listen_addresses='{self.listen}' "
                 "-c fsync=off -c max_connections=200")
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60",
                           "-l", str(self.folder / "postgres.log"), "-o", opts, action, *extra)
@@ -762,10 +769,10 @@ class CountingSink:
     kind = "aiosmtpd counting sink"
     exact = True
 
-    def __init__(self, log_dir: Path, delay: float = 0.0) -> None:
+    def __init__(self, log_dir: Path, delay: float = 0.0, host: str = "127.0.0.1") -> None:
         ports = log_dir / f"count-sink-{uuid.uuid4().hex[:6]}.ports"
         self.proc = Proc([PYTHON, str(ROOT / "benchmarks" / "count_sink.py"),
-                          "--port-file", str(ports), "--delay", str(delay)],
+                          "--port-file", str(ports), "--delay", str(delay), "--host", host],
                          log=log_dir / "count-sink.log")
         deadline = time.monotonic() + 20
         while not (ports.exists() and ports.read_text().strip()):
