@@ -4,7 +4,7 @@
 An isolated environment (data folder, database, Redis of its own, queue names
 of its own), fast synthetic subscribers, real Celery worker processes, the
 sinks (Postfix's smtp-sink, an aiosmtpd counting sink, a fake Mailgun), and
-the measurements (peak RSS from /proc, SQL queries from newsroom/querycount.py).
+the measurements (peak RSS from /proc, SQL queries from benchmarks/querycount.py).
 
 Nothing here touches the default data folder, the machine's Redis or another
 database than the one it creates. Django is set up in this process only after
@@ -30,6 +30,8 @@ from array import array
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from benchmarks import querycount
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
@@ -618,16 +620,16 @@ class Worker:
     """One `celery worker` process with its pool."""
 
     def __init__(self, env: dict[str, str], *, queues: str, concurrency: int, name: str,
-                 log_dir: Path, pool: str = "prefork") -> None:
+                 log_dir: Path, pool: str = "prefork", app: str = "newsroom") -> None:
         self.name = f"{name}@bench"
-        self.queues, self.concurrency, self.pool = queues, concurrency, pool
+        self.queues, self.concurrency, self.pool, self.app = queues, concurrency, pool, app
         self.env = env
         self.log = log_dir / f"worker-{name}.log"
         self.proc: Proc | None = None
 
     def start(self) -> Worker:
         self.proc = Proc(
-            [PYTHON, "-m", "celery", "-A", "newsroom", "worker", "--loglevel=INFO",
+            [PYTHON, "-m", "celery", "-A", self.app, "worker", "--loglevel=INFO",
              f"--queues={self.queues}", f"--concurrency={self.concurrency}",
              f"--pool={self.pool}", "--without-gossip", "--without-mingle",
              f"--hostname={self.name}"],
@@ -666,14 +668,17 @@ class Worker:
 
 
 def start_workers(env: dict[str, str], layout: str, *, queues: str, log_dir: Path,
-                  pool: str = "prefork", prefix: str = "w") -> list[Worker]:
-    """`layout` is "<workers>x<concurrency>", e.g. 2x1 (two workers of one process each)."""
+                  pool: str = "prefork", prefix: str = "w",
+                  count_queries: bool = False) -> list[Worker]:
+    """`layout` is "<workers>x<concurrency>", e.g. 2x1 (two workers of one process each).
+    With `count_queries`, they run benchmarks/counting_worker.py's app (SQL per task)."""
     from newsroom.celery import app
 
     count, concurrency = (int(x) for x in layout.lower().split("x"))
+    app_module = "benchmarks.counting_worker" if count_queries else "newsroom"
     workers = [Worker(env, queues=queues, concurrency=concurrency,
                       name=f"{prefix}{i + 1}-{uuid.uuid4().hex[:4]}", log_dir=log_dir,
-                      pool=pool).start() for i in range(count)]
+                      pool=pool, app=app_module).start() for i in range(count)]
     for worker in workers:
         worker.wait_ready(app)
     return workers
@@ -869,11 +874,11 @@ class FakeESP:
 # --- Measurements -------------------------------------------------------------------------------
 
 def querycount_reset(redis_server: RedisServer) -> None:
-    redis_server.client().delete("newsroom:querycount")
+    redis_server.client().delete(querycount.KEY)
 
 
 def querycount_read(redis_server: RedisServer) -> dict[str, int]:
-    raw = redis_server.client().hgetall("newsroom:querycount")
+    raw = redis_server.client().hgetall(querycount.KEY)
     return {k.decode(): int(v) for k, v in raw.items()}
 
 

@@ -132,7 +132,7 @@ def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
 
     args, env, pop = ctx["args"], ctx["env"], ctx["pop"]
     sink, fake = ctx["sink"], ctx.get("fake")
-    overrides = {"NEWSROOM_COUNT_QUERIES": "1"}
+    overrides: dict[str, str] = {}
     if transport == "smtp":
         overrides["EMAIL_URL"] = f"smtp://127.0.0.1:{sink.port}"
     else:
@@ -148,7 +148,8 @@ def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
         f"{len(expected):,} recipients expected")
     workers = h.start_workers(worker_env, args.layout,
                               queues=f"{env.alerts_queue},{env.digests_queue}",
-                              log_dir=ctx["logs"], pool=args.pool, prefix=f"{transport}-{kind}-")
+                              log_dir=ctx["logs"], pool=args.pool, prefix=f"{transport}-{kind}-",
+                              count_queries=True)
     profilers = []
     if args.py_spy:
         folder = ctx["logs"].parent / "profiles"

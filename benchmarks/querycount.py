@@ -1,33 +1,27 @@
-"""Opt-in SQL query counting for Celery worker processes (benchmarks only).
+"""SQL query counting for Celery worker processes (benchmarks only).
 
-With NEWSROOM_COUNT_QUERIES=1 in a worker's environment, newsroom/celery.py
-calls `connect()`: every SQL statement a task runs through Django's
-connection (execute and executemany, raw cursors included) is counted, and at
-the end of each task the count is added to a Redis hash
-(NEWSROOM_COUNT_QUERIES_KEY, default "newsroom:querycount") with the fields
-`queries`, `tasks`, `queries:<task name>` and `tasks:<task name>`.
-benchmarks/run.py reads and resets it around each scenario.
+Benchmark workers run the app of benchmarks/counting_worker.py, which calls
+`connect()`: every SQL statement a task runs through Django's connection
+(execute and executemany, raw cursors included) is counted, and at the end of
+each task the count is added to the Redis hash KEY with the fields `queries`,
+`tasks`, `queries:<task name>` and `tasks:<task name>`. benchmarks/run.py reads
+and resets it around each scenario. No product module imports this one.
 
 Not counted: transaction control (BEGIN/COMMIT issued by the driver itself),
 connection set-up (SQLite PRAGMAs, PostgreSQL's health-check ping) and anything
-outside a task. Nothing here runs unless the variable is set.
+outside a task.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
 logger = logging.getLogger(__name__)
 
-KEY = os.environ.get("NEWSROOM_COUNT_QUERIES_KEY", "newsroom:querycount")
+KEY = "newsroom:querycount"
 
 _count = 0
 _client = None
-
-
-def enabled() -> bool:
-    return os.environ.get("NEWSROOM_COUNT_QUERIES") == "1"
 
 
 def _counting_wrapper(execute, sql, params, many, context):
@@ -77,7 +71,8 @@ def _task_postrun(task=None, **_kwargs) -> None:
 
 
 def connect() -> None:
-    """Connect the Celery signals (called from newsroom/celery.py when enabled)."""
+    """Count in every pool process: the wrapper goes on each new process's
+    connection, and each task's count is recorded when it ends."""
     from celery import signals
 
     signals.worker_process_init.connect(_install, weak=False)
