@@ -9,23 +9,14 @@ from django.utils import timezone
 
 from newsroom.models import Story
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.sending import dispatch, enqueue, reconcile, steering
+from subscriptions.sending import dispatch, enqueue, steering
 from subscriptions.services import deliveries
 from subscriptions.tokens import Purpose, token_read
 from tests.mailbox import unsubscribe_link
+from tests.subscriptions.factories import breaking_story as story
 from tests.subscriptions.factories import category, subscriber
 
 pytestmark = pytest.mark.django_db
-
-
-def story(cat, **fields) -> Story:
-    fields.setdefault("headline", "Dam bursts upstream; towns evacuated")
-    fields.setdefault("slug", f"story-{Story.objects.count() + 1}")
-    fields.setdefault("body", "First paragraph of the story.\n\n## What we know\n\nMore text.")
-    fields.setdefault("dek", "Thousands leave their homes as water rises.")
-    fields.setdefault("breaking", True)
-    fields.setdefault("published_at", timezone.now() - timedelta(minutes=1))
-    return Story.objects.create(category=cat, status=Story.Status.PUBLISHED, **fields)
 
 
 def send_all(edition: Edition) -> None:
@@ -133,36 +124,6 @@ def test_a_stale_alert_is_not_sent_late(smtp, no_enqueue, settings):
     assert not smtp.handler.messages and not Delivery.objects.exists()
 
 
-def test_reconcile_expires_a_stale_alert_whose_dispatch_never_came(smtp, no_enqueue, settings):
-    """The dispatch message was lost (or its queue is not consumed): reconcile, not
-    the message, ends the alert, and counts it."""
-    cat = category("policy")
-    subscriber(categories=[cat])
-    stale = timedelta(seconds=settings.NEWSROOM_ALERT_STALE_AFTER + 1)
-    old = dispatch.edition_create_alert(story=story(cat), by=None)
-    recent = dispatch.edition_create_alert(story=story(cat), by=None)
-    digest = Edition.objects.create(key="digest:daily:test", kind=Edition.Kind.DIGEST,
-                                    frequency="daily", scheduled_at=timezone.now() - stale,
-                                    window_end=timezone.now() - stale)
-    Edition.objects.filter(pk=old.pk).update(scheduled_at=timezone.now() - stale)
-    Edition.objects.filter(pk=recent.pk).update(scheduled_at=timezone.now() - timedelta(
-        seconds=settings.NEWSROOM_STALL_AFTER + 1))
-
-    dry = reconcile.editions_reconcile(dry_run=True)
-    assert dry.expired == [old.pk]
-    assert Edition.objects.get(pk=old.pk).status == Edition.Status.PLANNED  # a dry run
-
-    report = reconcile.editions_reconcile()
-    assert report.expired == [old.pk]
-    assert sorted(report.redispatched) == sorted([recent.pk, digest.pk])  # not too old to send
-    old.refresh_from_db()
-    assert old.status == Edition.Status.EXPIRED and "not sent late" in old.note
-    assert old.finished_at is not None
-    assert dispatch.edition_dispatch(edition_id=old.pk) == 0  # the late message does nothing
-    assert not smtp.handler.messages and not Delivery.objects.exists()
-    assert reconcile.editions_reconcile().expired == []  # once
-
-
 def test_a_batch_run_twice_sends_once(smtp, no_enqueue):
     cat = category("policy")
     for i in range(5):
@@ -232,44 +193,6 @@ def test_transient_failures_become_failures_after_the_last_attempt(smtp, no_enqu
     assert report.retry == [] and report.failed == 1
     edition.refresh_from_db()
     assert edition.status == "done" and edition.failed == 1
-
-
-def test_pause_resume_cancel_and_retry_failed(smtp, no_enqueue):
-    cat = category("policy")
-    subs = [subscriber(f"p{i}@example.com", categories=[cat]) for i in range(3)]
-    edition = dispatch.edition_create_alert(story=story(cat), by=None)
-    dispatch.edition_dispatch(edition_id=edition.pk)
-    assert steering.edition_pause(edition=edition)
-    [(first, last)] = enqueue.batch_ranges(edition)
-    report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
-    assert report.claimed == 0 and "paused" in report.reason and not smtp.handler.messages
-    assert steering.edition_resume(edition=edition)
-    deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
-    assert len(smtp.handler.messages) == 3
-    assert steering.edition_cancel(edition=edition) == 0  # done already: nothing to cancel
-
-    Delivery.objects.filter(subscriber=subs[0]).update(status="failed")
-    Edition.objects.filter(pk=edition.pk).update(failed=1, sent=2)
-    assert steering.edition_retry_failed(edition=edition) == 1
-    [(first, last)] = enqueue.batch_ranges(edition)
-    deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
-    assert len(smtp.handler.to(subs[0].email)) == 2
-    edition.refresh_from_db()
-    assert (edition.status, edition.failed) == ("done", 0)
-
-
-def test_cancel_skips_what_is_left(no_enqueue):
-    cat = category("policy")
-    for i in range(4):
-        subscriber(f"c{i}@example.com", categories=[cat])
-    edition = dispatch.edition_create_alert(story=story(cat), by=None)
-    dispatch.edition_dispatch(edition_id=edition.pk)
-    assert steering.edition_cancel(edition=edition) == 4
-    edition.refresh_from_db()
-    assert (edition.status, edition.skipped) == ("cancelled", 4)
-    [(first, last)] = enqueue.batch_ranges(edition, statuses=("skipped",))
-    assert deliveries.deliveries_send(edition_id=edition.pk, first_id=first,
-                                      last_id=last).claimed == 0
 
 
 def test_batches_cover_every_delivery_once(no_enqueue, settings):

@@ -27,8 +27,8 @@ from subscriptions.services import deliveries
 from subscriptions.transports import Result
 from tests.fake_esp import FakeMailgun, send_editions_through
 from tests.subscriptions.factories import category, subscriber
+from tests.subscriptions.sending.test_scheduling import publish
 from tests.subscriptions.test_alerts import story
-from tests.subscriptions.test_digests import publish
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ from subscriptions.edition_content import ViewKey
 from subscriptions.sending import dispatch, enqueue, scheduling
 from subscriptions.services import deliveries
 from tests.subscriptions.factories import category, subscriber
+from tests.subscriptions.sending.test_scheduling import publish, run
 from tests.subscriptions.test_alerts import story
-from tests.subscriptions.test_digests import publish, run
 
 pytestmark = pytest.mark.django_db
 
