@@ -85,7 +85,9 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-ENGINE_FILES = ("subscriptions/services/deliveries.py", "subscriptions/services/editions.py",
+ENGINE_FILES = ("subscriptions/services/deliveries.py", "subscriptions/sending/dispatch.py",
+                "subscriptions/sending/enqueue.py", "subscriptions/sending/steering.py",
+                "subscriptions/sending/scheduling.py", "subscriptions/selectors.py",
                 "subscriptions/transports.py", "subscriptions/mime.py", "newsroom/mail.py",
                 "newsroom/smtp_pipelining.py", "subscriptions/edition_content.py",
                 "subscriptions/tasks.py", "newsroom/settings.py")
@@ -581,7 +583,7 @@ def digest_expected(pop: Population, stories, *, now: datetime, lateness: int
                     ) -> tuple[set[int], dict]:
     """Subscribers a daily digest at `now` must reach: due (their slot's moment within
     `lateness` seconds before now) and with a story of theirs in their window."""
-    from subscriptions.services.editions import due_instant
+    from subscriptions.sending.scheduling import due_instant
 
     tzs = [t for t, _w in TIMEZONES]
     by_cat: dict[int, list[datetime]] = {}

@@ -128,7 +128,7 @@ def sent_at_span(edition_ids: list[int]) -> tuple[float | None, float | None]:
 
 
 def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
-    from subscriptions.services import editions
+    from subscriptions.sending import dispatch, scheduling
 
     args, env, pop = ctx["args"], ctx["env"], ctx["pop"]
     sink, fake = ctx["sink"], ctx.get("fake")
@@ -173,9 +173,9 @@ def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
 
     t0 = time.time()
     if kind == "alert":
-        edition_ids = [editions.edition_create_alert(story=story, by=None).pk]
+        edition_ids = [dispatch.edition_create_alert(story=story, by=None).pk]
     else:
-        edition_ids = [e.pk for e in editions.digests_schedule(now=ctx["digest_now"])]
+        edition_ids = [e.pk for e in scheduling.digests_schedule(now=ctx["digest_now"])]
     timeout = max(300.0, len(expected) / 100)
     finished = h.wait_editions(edition_ids, timeout=timeout, every=0.1)
     t_done = time.time()

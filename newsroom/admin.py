@@ -35,15 +35,9 @@ from newsroom.ops.views import OperationsAdmin
 from newsroom.rendering import render_html
 from subscriptions.edition_content import ContentError
 from subscriptions.models import Edition
-from subscriptions.services.editions import (
-    ALERT_ENDED_EARLY,
-    AlertAlreadySent,
-    EditionError,
-    alert_audience,
-    alert_preview,
-    alerts_unfinished,
-    edition_create_alert,
-)
+from subscriptions.selectors import alert_audience, alert_preview, alerts_unfinished
+from subscriptions.sending.dispatch import ALERT_ENDED_EARLY, AlertAlreadySent, edition_create_alert
+from subscriptions.sending.steering import EditionError
 
 
 @admin.register(Category)

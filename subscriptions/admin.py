@@ -63,21 +63,21 @@ from subscriptions.models import (
     TrackingEvent,
 )
 from subscriptions.selectors import (
+    alert_audience,
     edition_audience_text,
     edition_delivery_counts,
     edition_stalled_for,
     eta_text,
     stalled_text,
 )
-from subscriptions.services.deliveries import edition_render_for, edition_send_test
-from subscriptions.services.editions import (
+from subscriptions.sending.steering import (
     EditionError,
-    alert_audience,
     edition_cancel,
     edition_pause,
     edition_resume,
     edition_retry_failed,
 )
+from subscriptions.services.deliveries import edition_render_for, edition_send_test
 from subscriptions.services.privacy import subscriber_erase, subscriber_export
 from subscriptions.services.subscribers import subscriber_unsubscribe
 

@@ -1,25 +1,146 @@
-"""Reads about editions for the people watching them, and the words for them.
+"""Reads about editions: whom they reach, for the send path and the people watching.
 
-The edition page, the Operations page and /metrics all say whether a send is
-stuck, whom it reaches and when it should be through; they take the rule and
-the wording from here, so the three never disagree. Everything but
-`edition_audience_text` is pure: the row and the time in, an answer out (tests
-pass a fixed clock).
+The send path (subscriptions.sending), the admin and operations take their
+audiences from here, so the editor's count, the page and the rows written
+agree. The edition page, the Operations page and /metrics all say whether a
+send is stuck, whom it reaches and when it should be through; they take the
+rule and the wording from here, so the three never disagree. The stall rule
+and the words are pure: the row and the time in, an answer out (tests pass a
+fixed clock).
 """
 
 from __future__ import annotations
 
 import json
+import zoneinfo
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count
+from django.db import connection
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 
-from newsroom.models import Category
-from subscriptions.models import Delivery, Edition
+from newsroom.models import Category, Story
+from subscriptions import edition_content
+from subscriptions.edition_content import ContentError
+from subscriptions.models import Delivery, Edition, Subscriber
 
 AUDIENCE_SLOTS_SHOWN = 6
+PERIOD = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
+_UTC = zoneinfo.ZoneInfo("UTC")
+
+
+# --- Audiences ------------------------------------------------------------------------
+
+
+def alert_audience(*, category_id: int, not_reached_for: int | None = None
+                   ) -> QuerySet[Subscriber]:
+    """Active subscribers who want alerts and follow the category (and, with
+    `not_reached_for`, whom no earlier alert of that story reached)."""
+    audience = Subscriber.objects.filter(
+        status=Subscriber.Status.ACTIVE, wants_alerts=True,
+    ).filter(Exists(Subscriber.categories.through.objects.filter(
+        subscriber_id=OuterRef("pk"), category_id=category_id,
+    )))
+    if not_reached_for is not None:
+        audience = audience.exclude(Exists(Delivery.objects.filter(
+            subscriber_id=OuterRef("pk"), status=Delivery.Status.SENT,
+            edition__kind=Edition.Kind.ALERT, edition__stories=not_reached_for,
+        )))
+    return audience
+
+
+def digest_audience(edition: Edition) -> QuerySet[Subscriber]:
+    """Who is due this digest: readers of its slots whose window has not reached its
+    due moment (`last_digest_due_at` moves only when a digest reached them, or
+    they had nothing new) and who have no other digest on its way to them (it
+    would cover the same window)."""
+    due = edition.window_end
+    slots = Q()
+    for tz, hour in edition.audience["slots"]:
+        slots |= Q(timezone=tz, digest_hour=hour)
+    first_window = due - PERIOD[edition.frequency]
+    pending = Delivery.objects.filter(
+        subscriber_id=OuterRef("pk"), edition__kind=Edition.Kind.DIGEST,
+        status__in=(Delivery.Status.QUEUED, Delivery.Status.SENDING),
+    ).exclude(edition_id=edition.pk)
+    return (
+        Subscriber.objects.filter(
+            status=Subscriber.Status.ACTIVE, frequency=edition.frequency,
+            confirmed_at__lte=due,
+        )
+        .filter(slots)
+        .filter(Q(last_digest_due_at__isnull=True) | Q(last_digest_due_at__lt=due))
+        .filter(~Exists(pending))
+        .annotate(window_start=Coalesce(F("last_digest_due_at"), Value(first_window)))
+    )
+
+
+def edition_recipients(edition: Edition) -> tuple[QuerySet[Subscriber], bool]:
+    """Who gets the edition, and whether each reader has a window (digests)."""
+    if edition.kind == Edition.Kind.ALERT:
+        # An alert sent again (audience["story_id"]): not to whom an earlier one reached.
+        return alert_audience(category_id=edition.audience["category_id"],
+                              not_reached_for=edition.audience.get("story_id")), False
+    has_news = Exists(Story.objects.filter(
+        status=Story.Status.PUBLISHED,
+        category__subscribers=OuterRef("pk"),
+        live_since__gt=OuterRef("window_start"),
+        live_since__lte=edition.window_end,
+        published_at__lte=edition.window_end,
+    ))
+    return digest_audience(edition).filter(has_news), True
+
+
+# --- Alerts ---------------------------------------------------------------------------
+
+
+def alert_content_problem(*, story: Story) -> str | None:
+    """Why this story's alert cannot be sent as it is (in words), or None."""
+    try:
+        edition_content.alert_content(0, Story.objects.select_related("category").get(
+            pk=story.pk))
+    except ContentError as exc:
+        return str(exc)
+    return None
+
+
+def alert_preview(*, story: Story) -> dict[str, str]:
+    """What an alert's readers will get (their own links shown as the sign-up
+    page's), and how the story reads in a digest; raises ContentError with the
+    reason if either cannot be sent."""
+    story = Story.objects.select_related("category").get(pk=story.pk)
+    alert = edition_content.alert_content(0, story)
+    digest = edition_content.digest_content(0, None, "daily", [story], [story.category])
+    return {"subject": alert.subject, "preheader": alert.preheader,
+            "html": edition_content.fill_generic(alert.html),
+            "text": edition_content.fill_generic(alert.text),
+            "digest_html": edition_content.fill_generic(digest.html)}
+
+
+def alerts_unfinished(*, story_ids: list[int]) -> dict[int, Edition]:
+    """Story id -> its alert edition that has not reached everyone yet."""
+    return {
+        edition.story_id: edition
+        for edition in Edition.objects.filter(
+            kind=Edition.Kind.ALERT, stories__in=story_ids,
+            status__in=(*Edition.ACTIVE, Edition.Status.PAUSED, Edition.Status.FAILED),
+        ).annotate(story_id=F("stories"))
+    }
+
+
+# --- Clock ----------------------------------------------------------------------------
+
+
+def db_now() -> datetime:
+    """The database's clock: the one all hosts share (a beat host's may run fast)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CURRENT_TIMESTAMP")
+        value = cursor.fetchone()[0]
+    if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS" in UTC
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=_UTC)
 
 
 # --- Stalled editions -----------------------------------------------------------------

@@ -123,11 +123,11 @@ class Drill:
         return count * concurrency
 
     def alert(self):
-        from subscriptions.services import editions
+        from subscriptions.sending import dispatch
 
         story = h.breaking_story(self.category)
         self.t0 = time.time()
-        self.edition = editions.edition_create_alert(story=story, by=None)
+        self.edition = dispatch.edition_create_alert(story=story, by=None)
         say(f"alert edition #{self.edition.pk} confirmed for {len(self.expected):,} subscribers")
         return self.edition
 
@@ -151,10 +151,10 @@ class Drill:
     def reconcile(self) -> None:
         """editions_reconcile, as beat runs it; errors (broker or database down) are
         printed and the next round tries again, as beat would."""
-        from subscriptions.services import editions
+        from subscriptions.sending.reconcile import editions_reconcile
 
         try:
-            report = editions.editions_reconcile()
+            report = editions_reconcile()
         except Exception as exc:
             from django.db import connection
 

@@ -152,7 +152,7 @@ def digest_round(drill: Drill) -> bool:
     from django.conf import settings
 
     from subscriptions.models import Edition
-    from subscriptions.services import editions
+    from subscriptions.sending.scheduling import digests_schedule
 
     instant = h.digest_instant()
     pop = drill.population
@@ -160,7 +160,7 @@ def digest_round(drill: Drill) -> bool:
     expected, _ = h.digest_expected(pop, stories, now=instant,
                                       lateness=settings.NEWSROOM_DIGEST_MAX_LATENESS)
     drill.sink.mark()
-    made = editions.digests_schedule(now=instant)
+    made = digests_schedule(now=instant)
     say(f"digests: {len(made)} editions for {len(expected):,} readers with news")
     done = h.wait_editions([e.pk for e in made], timeout=drill.args.timeout,
                            tick=drill.reconcile, every=0.5)

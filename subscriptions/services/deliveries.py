@@ -45,12 +45,9 @@ from subscriptions.edition_content import PERSONAL_VALUES, Content, ContentError
 from subscriptions.list_headers import list_id, list_unsubscribe, manage_url, unsubscribe_url
 from subscriptions.mime import MessageTemplate, hole
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.services.editions import (
-    PERIOD,
-    digest_windows_advance,
-    edition_fail,
-    edition_finish_if_complete,
-)
+from subscriptions.selectors import PERIOD
+from subscriptions.sending.scheduling import digest_windows_advance
+from subscriptions.sending.steering import edition_fail, edition_finish_if_complete
 from subscriptions.throttle import throttle_acquire
 from subscriptions.transports import (
     ESP_MERGE,

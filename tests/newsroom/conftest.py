@@ -2,13 +2,13 @@
 
 import pytest
 
-from subscriptions.services import editions
+from subscriptions.sending import enqueue
 
 
 @pytest.fixture
 def enqueued(monkeypatch):
     """Keep the broker out: record the dispatches the service would enqueue."""
     calls: list[int] = []
-    monkeypatch.setattr(editions, "_enqueue_dispatch",
+    monkeypatch.setattr(enqueue, "enqueue_dispatch",
                         lambda edition, **kwargs: calls.append(edition.pk))
     return calls

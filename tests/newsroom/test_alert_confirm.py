@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from newsroom.models import Story
 from subscriptions.models import Delivery, Edition
-from subscriptions.services import editions
+from subscriptions.sending import dispatch, reconcile, steering
 from tests.subscriptions.factories import category, subscriber
 
 pytestmark = pytest.mark.django_db
@@ -58,8 +58,8 @@ def test_a_story_too_large_to_send_is_refused_at_confirm(admin_client, policy):
     response = admin_client.post(alert_url(story), {"post": "yes"}, follow=True)
     assert not Edition.objects.exists()
     assert "it cannot be sent as it is" in response.content.decode()
-    with pytest.raises(editions.EditionError, match="shorten the story"):
-        editions.edition_create_alert(story=story, by=None)
+    with pytest.raises(steering.EditionError, match="shorten the story"):
+        dispatch.edition_create_alert(story=story, by=None)
 
 
 def forced_alert(story: Story) -> Edition:
@@ -77,23 +77,23 @@ def test_a_forced_alert_that_cannot_be_built_fails_with_its_reason_and_stays_fai
     story = breaking(policy, body=HUGE)
     subscriber(categories=[policy])
     edition = forced_alert(story)
-    assert editions.edition_dispatch(edition_id=edition.pk) == 0
+    assert dispatch.edition_dispatch(edition_id=edition.pk) == 0
     edition.refresh_from_db()
     assert edition.status == Edition.Status.FAILED and "shorten the story" in edition.note
     assert not Delivery.objects.filter(edition=edition).exists()  # stopped before writing rows
     later = timezone.now() + timedelta(hours=1)
     for _ in range(3):  # reconcile leaves it for a person: no loop, nothing counted
-        report = editions.editions_reconcile(now=later)
+        report = reconcile.editions_reconcile(now=later)
         assert not report.acted
     edition.refresh_from_db()
     assert (edition.status, edition.requeued) == (Edition.Status.FAILED, 0)
 
-    with pytest.raises(editions.EditionError, match="still cannot be sent"):
-        editions.edition_retry_failed(edition=edition)
+    with pytest.raises(steering.EditionError, match="still cannot be sent"):
+        steering.edition_retry_failed(edition=edition)
     story.body = "Shorter now."
     story.save()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        editions.edition_retry_failed(edition=edition)
+        steering.edition_retry_failed(edition=edition)
     edition.refresh_from_db()
     assert (edition.status, edition.note) == (Edition.Status.PLANNED, "")
     assert len(callbacks) == 1  # its dispatch, enqueued on commit
@@ -103,7 +103,7 @@ def test_the_edition_page_offers_retry_and_reports_a_refusal(admin_client, polic
     story = breaking(policy, body=HUGE)
     reader = subscriber(categories=[policy])
     edition = forced_alert(story)
-    editions.edition_dispatch(edition_id=edition.pk)
+    dispatch.edition_dispatch(edition_id=edition.pk)
     retry = reverse("admin:subscriptions_edition_retry", args=[edition.pk])
     response = admin_client.post(retry, {"post": "yes"}, follow=True)
     assert "still cannot be sent" in response.content.decode()

@@ -12,7 +12,7 @@ from django.utils import timezone
 from newsroom.admin import StoryAdmin
 from newsroom.models import Story
 from subscriptions.models import Edition
-from subscriptions.services import editions
+from subscriptions.sending import dispatch
 from tests.subscriptions.factories import category, subscriber
 
 pytestmark = pytest.mark.django_db
@@ -150,7 +150,7 @@ def test_a_race_lost_in_the_service_creates_nothing_more(
 ):
     """Two editors at once: both pass the page's check, the service refuses the second."""
     story = _published(politics)
-    first = editions.edition_create_alert(story=story, by=None)
+    first = dispatch.edition_create_alert(story=story, by=None)
     monkeypatch.setattr(StoryAdmin, "_alert_editions", staticmethod(lambda stories: {}))
     response = desk.post(alert_url(story), {"post": "yes"})
     assert response["Location"] == edition_url(first)
@@ -255,7 +255,7 @@ def test_the_change_page_of_a_breaking_story_has_the_button_then_the_edition(
     html = desk.get(change_url(story)).content.decode()
     assert f'<a href="{alert_url(story)}" class="send-alert-link">Send breaking alert</a>' in html
 
-    edition = editions.edition_create_alert(story=story, by=None)
+    edition = dispatch.edition_create_alert(story=story, by=None)
     html = desk.get(change_url(story)).content.decode()
     assert "send-alert-link" not in html
     assert f'<a href="{edition_url(edition)}" class="alert-edition-link">' in html
@@ -270,7 +270,7 @@ def test_the_send_alert_action_leads_to_the_offer(desk, politics, enqueued):
 
 def test_the_send_alert_action_explains_what_it_skips(desk, politics, enqueued):
     sent = _published(politics, "sent")
-    edition = editions.edition_create_alert(story=sent, by=None)
+    edition = dispatch.edition_create_alert(story=sent, by=None)
     calm = _published(politics, "calm", breaking=False)
     draft = _story(politics, "draft")
     response = desk.post(CHANGELIST, {"action": "send_alert",

@@ -12,13 +12,14 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from subscriptions.models import Delivery, Edition
-from subscriptions.services import deliveries, editions
+from subscriptions.sending import dispatch, steering
+from subscriptions.services import deliveries
 from subscriptions.transports import Result
 from tests.subscriptions.factories import subscriber
 
 pytestmark = pytest.mark.django_db
 
-EDITIONS_LOGGER = "subscriptions.services.editions"
+EDITIONS_LOGGER = "subscriptions.sending"
 
 
 def as_json(record: logging.LogRecord) -> dict:
@@ -44,7 +45,7 @@ def state_records(caplog, state: str) -> list[logging.LogRecord]:
 def test_a_state_change_is_one_json_line_with_the_edition_id(caplog):
     sending = edition(status=Edition.Status.SENDING, started_at=timezone.now())
     with caplog.at_level(logging.INFO, logger=EDITIONS_LOGGER):
-        editions.edition_pause(edition=sending)
+        steering.edition_pause(edition=sending)
     [record] = state_records(caplog, "paused")
     line = as_json(record)
     assert line["edition_id"] == sending.pk
@@ -57,7 +58,7 @@ def test_a_state_change_is_one_json_line_with_the_edition_id(caplog):
 def test_cancel_logs_how_many_were_skipped(caplog):
     planned = edition()
     with caplog.at_level(logging.INFO, logger=EDITIONS_LOGGER):
-        editions.edition_cancel(edition=planned)
+        steering.edition_cancel(edition=planned)
     [record] = state_records(caplog, "cancelled")
     line = as_json(record)
     assert (line["edition_id"], line["skipped"]) == (planned.pk, 0)
@@ -67,7 +68,7 @@ def test_an_expired_alert_logs_an_error_with_its_id(caplog):
     stale = edition(scheduled_at=timezone.now() - timedelta(
         seconds=settings.NEWSROOM_ALERT_STALE_AFTER + 60))
     with caplog.at_level(logging.INFO, logger=EDITIONS_LOGGER):
-        assert editions.edition_dispatch(edition_id=stale.pk) == 0
+        assert dispatch.edition_dispatch(edition_id=stale.pk) == 0
     [record] = state_records(caplog, "expired")
     assert record.levelno == logging.ERROR
     assert as_json(record)["edition_id"] == stale.pk

@@ -22,12 +22,13 @@ from django.test.utils import CaptureQueriesContext
 from subscriptions import transports
 from subscriptions.edition_content import ViewKey
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.services import deliveries, editions
+from subscriptions.sending import dispatch, enqueue, scheduling
+from subscriptions.services import deliveries
 from subscriptions.transports import Result
 from tests.fake_esp import FakeMailgun, send_editions_through
 from tests.subscriptions.factories import category, subscriber
+from tests.subscriptions.sending.test_scheduling import publish
 from tests.subscriptions.test_alerts import story
-from tests.subscriptions.test_digests import publish
 
 pytestmark = pytest.mark.django_db
 
@@ -38,8 +39,8 @@ NOW = datetime(2026, 11, 27, 7, 3, 4, 567_890, tzinfo=UTC)
 @pytest.fixture
 def no_enqueue(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches run in this process, one call per range."""
-    monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: None)
-    monkeypatch.setattr(editions, "enqueue_batches", lambda edition, **kwargs: 0)
+    monkeypatch.setattr(enqueue, "enqueue_dispatch", lambda edition: None)
+    monkeypatch.setattr(enqueue, "enqueue_batches", lambda edition, **kwargs: 0)
 
 
 @pytest.fixture
@@ -61,14 +62,14 @@ def digest_readers() -> Edition:
         for combo in itertools.combinations(cats, n):
             subscriber(categories=combo, digest_hour=7)
             subscriber(categories=combo, digest_hour=7)
-    [edition] = editions.digests_schedule(now=DUE + timedelta(minutes=1))
-    editions.edition_dispatch(edition_id=edition.pk)
+    [edition] = scheduling.digests_schedule(now=DUE + timedelta(minutes=1))
+    dispatch.edition_dispatch(edition_id=edition.pk)
     return edition
 
 
 def batches(edition: Edition) -> list[deliveries.BatchReport]:
     return [deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
-            for first, last in editions.batch_ranges(edition)]
+            for first, last in enqueue.batch_ranges(edition)]
 
 
 def test_an_esp_digest_records_each_readers_call_id_in_one_statement(mailgun, settings):
@@ -106,8 +107,8 @@ def test_a_digest_batch_needs_no_category_query(mailgun):
     world, quiet = category("world", order=1), category("quiet", order=2)
     reader = subscriber("r@example.com", categories=[world, quiet], digest_hour=7)
     publish(world, "Summit ends", DUE - timedelta(hours=2))
-    [edition] = editions.digests_schedule(now=DUE + timedelta(minutes=1))
-    editions.edition_dispatch(edition_id=edition.pk)
+    [edition] = scheduling.digests_schedule(now=DUE + timedelta(minutes=1))
+    dispatch.edition_dispatch(edition_id=edition.pk)
     with CaptureQueriesContext(connection) as queries:
         [report] = batches(edition)
     assert report.sent == 1
@@ -188,8 +189,8 @@ def test_readers_who_left_since_the_dispatch_are_skipped_at_the_claim(smtp, no_e
     stays = subscriber("stays@example.com", categories=[cat])
     leaves = subscriber("leaves@example.com", categories=[cat])
     quiet = subscriber("quiet@example.com", categories=[cat])
-    edition = editions.edition_create_alert(story=story(cat), by=None)
-    editions.edition_dispatch(edition_id=edition.pk)
+    edition = dispatch.edition_create_alert(story=story(cat), by=None)
+    dispatch.edition_dispatch(edition_id=edition.pk)
     Subscriber.objects.filter(pk=leaves.pk).update(status=Subscriber.Status.UNSUBSCRIBED)
     Subscriber.objects.filter(pk=quiet.pk).update(wants_alerts=False)
 
@@ -228,8 +229,8 @@ def test_an_esp_without_ids_leaves_message_ids_alone(mailgun, monkeypatch):
     cat = category("policy")
     for i in range(3):
         subscriber(f"r{i}@example.com", categories=[cat])
-    edition = editions.edition_create_alert(story=story(cat), by=None)
-    editions.edition_dispatch(edition_id=edition.pk)
+    edition = dispatch.edition_create_alert(story=story(cat), by=None)
+    dispatch.edition_dispatch(edition_id=edition.pk)
     with CaptureQueriesContext(connection) as queries:
         [report] = batches(edition)
     assert report.sent == 3
@@ -241,7 +242,7 @@ def test_a_batch_reads_its_claimed_rows_within_its_id_range(mailgun):
     """`claim` has no index: looked up alone, it would scan every delivery of every
     edition, once per batch."""
     edition = digest_readers()
-    [(first, last)] = editions.batch_ranges(edition)
+    [(first, last)] = enqueue.batch_ranges(edition)
     with CaptureQueriesContext(connection) as queries:
         deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     by_claim = [q["sql"] for q in queries.captured_queries

@@ -14,7 +14,7 @@ from django.utils import timezone
 from newsroom.celery import app
 from newsroom.models import Category, Story
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.services import editions
+from subscriptions.sending import dispatch, reconcile
 from tests.workers import Worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -75,7 +75,7 @@ def sink(smtp_sink):
 def test_an_alert_goes_out_through_the_worker(celery_worker, sink):
     cat = Category.objects.create(name="Policy", slug="policy")
     addresses = audience(60, cat, "e2e")
-    edition = editions.edition_create_alert(story=breaking(cat), by=None)
+    edition = dispatch.edition_create_alert(story=breaking(cat), by=None)
     wait_for(lambda: edition_done(edition), 60, "the alert to finish")
     assert served(sink, addresses) == ([], 0)
     assert (edition.targeted, edition.sent, edition.failed, edition.requeued) == (60, 60, 0, 0)
@@ -110,13 +110,13 @@ def test_a_worker_killed_mid_edition_loses_nothing(drill, sink):
     cat = Category.objects.create(name="Policy", slug="policy")
     addresses = audience(1500, cat, "kill")
     first = drill()
-    edition = editions.edition_create_alert(story=breaking(cat), by=None)
+    edition = dispatch.edition_create_alert(story=breaking(cat), by=None)
     wait_for(lambda: Edition.objects.get(pk=edition.pk).sent >= 450, 60, "30% progress")
     first.kill()
     held = Delivery.objects.filter(edition=edition, status="sending").count()
     drill()  # a replacement; the reconcile task (run here as beat would) recovers the rest
     wait_for(lambda: edition_done(edition), 120, "the edition to finish",
-             tick=lambda: editions.editions_reconcile())
+             tick=lambda: reconcile.editions_reconcile())
     missing, duplicates = served(sink, addresses)
     assert missing == []
     assert duplicates <= edition.requeued <= 2 * 50  # at most the killed worker's batches
@@ -128,11 +128,11 @@ def test_broker_queue_lost_mid_edition_loses_nothing(drill, sink):
     cat = Category.objects.create(name="Policy", slug="policy")
     addresses = audience(1500, cat, "lost")
     drill()
-    edition = editions.edition_create_alert(story=breaking(cat), by=None)
+    edition = dispatch.edition_create_alert(story=breaking(cat), by=None)
     wait_for(lambda: Edition.objects.get(pk=edition.pk).sent >= 750, 60, "50% progress")
     with app.connection_for_write() as conn:  # as if Redis restarted without its data
         assert conn.default_channel.client.delete(edition.queue) == 1
     wait_for(lambda: edition_done(edition), 120, "the edition to finish",
-             tick=lambda: editions.editions_reconcile())
+             tick=lambda: reconcile.editions_reconcile())
     assert served(sink, addresses) == ([], 0)
     assert edition.requeued == 0 and edition.sent == 1500

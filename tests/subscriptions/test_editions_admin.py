@@ -19,7 +19,8 @@ from newsroom.models import Story
 from subscriptions.admin import send_progress
 from subscriptions.list_headers import unsubscribe_url
 from subscriptions.models import Delivery, Edition
-from subscriptions.services import deliveries, editions
+from subscriptions.sending import dispatch, enqueue, steering
+from subscriptions.services import deliveries
 from tests.subscriptions.factories import category, subscriber
 
 pytestmark = pytest.mark.django_db
@@ -48,8 +49,8 @@ def _messages(client, response) -> list[str]:
 @pytest.fixture
 def no_enqueue(monkeypatch):
     """Keep the broker out: batches run in this process when a test needs them."""
-    monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: None)
-    monkeypatch.setattr(editions, "enqueue_batches", lambda edition, **kwargs: 0)
+    monkeypatch.setattr(enqueue, "enqueue_dispatch", lambda edition: None)
+    monkeypatch.setattr(enqueue, "enqueue_batches", lambda edition, **kwargs: 0)
 
 
 @pytest.fixture
@@ -88,15 +89,15 @@ def _story(cat, **fields) -> Story:
 @pytest.fixture
 def alert(politics, readers, no_enqueue) -> Edition:
     """A breaking alert dispatched (its deliveries written), nothing sent yet."""
-    edition = editions.edition_create_alert(story=_story(politics), by=None)
-    editions.edition_dispatch(edition_id=edition.pk)
+    edition = dispatch.edition_create_alert(story=_story(politics), by=None)
+    dispatch.edition_dispatch(edition_id=edition.pk)
     edition.refresh_from_db()
     assert edition.status == "sending" and edition.targeted == 3
     return edition
 
 
 def _send_batches(edition: Edition) -> None:
-    for first, last in editions.batch_ranges(edition):
+    for first, last in enqueue.batch_ranges(edition):
         deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     edition.refresh_from_db()
 
@@ -162,10 +163,10 @@ def test_the_list_makes_no_query_per_row(sender, politics, no_enqueue):
             assert sender.get(CHANGELIST).status_code == 200
         return len(captured)
 
-    editions.edition_create_alert(story=_story(politics), by=None)
+    dispatch.edition_create_alert(story=_story(politics), by=None)
     one = queries()
     for _ in range(5):
-        editions.edition_create_alert(story=_story(politics), by=None)
+        dispatch.edition_create_alert(story=_story(politics), by=None)
     assert queries() == one
 
 
@@ -278,7 +279,7 @@ def test_retry_failed_confirms_then_queues_them_again(sender, alert, smtp):
 def test_retry_is_refused_for_a_cancelled_edition(sender, alert):
     Delivery.objects.filter(subscriber__email="r0@example.com").update(status="failed")
     Edition.objects.filter(pk=alert.pk).update(failed=1)
-    editions.edition_cancel(edition=alert)
+    steering.edition_cancel(edition=alert)
     response = sender.post(url("retry", alert), {"post": "yes"})
     assert "it is cancelled" in _messages(sender, response)[0]
     alert.refresh_from_db()
@@ -395,7 +396,7 @@ class _Frames(HTMLParser):
 
 def test_preview_shows_exactly_what_the_subscriber_gets(sender, politics, readers, no_enqueue,
                                                        settings):
-    edition = editions.edition_create_alert(
+    edition = dispatch.edition_create_alert(
         story=_story(politics, dek='Towns "evacuated" <script>alert(1)</script>'), by=None)
     reader = readers[0]
     response = sender.get(url("preview", edition), {"email": reader.email})
@@ -440,7 +441,7 @@ def test_preview_explains_who_gets_nothing(sender, alert, digest, politics):
 
 
 def test_preview_of_an_alert_not_dispatched_checks_the_audience(sender, politics, no_enqueue):
-    edition = editions.edition_create_alert(story=_story(politics), by=None)
+    edition = dispatch.edition_create_alert(story=_story(politics), by=None)
     off = subscriber("off@example.com", categories=[politics], wants_alerts=False)
     page = sender.get(url("preview", edition), {"email": off.email}).content.decode()
     assert "off@example.com is not in this alert" in page

@@ -21,7 +21,8 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 
 from subscriptions import transports
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.services import deliveries, editions
+from subscriptions.sending import dispatch, enqueue
+from subscriptions.services import deliveries
 from subscriptions.tokens import Purpose, token_read
 from tests.fake_esp import FakeMailgun, send_editions_through
 from tests.mailbox import unsubscribe_link
@@ -37,8 +38,8 @@ ONE_CLICK = "List-Unsubscribe=One-Click"
 @pytest.fixture
 def no_enqueue(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the broker out: batches run in this process (send_all, rerun)."""
-    monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: None)
-    monkeypatch.setattr(editions, "enqueue_batches", lambda edition, **kwargs: 0)
+    monkeypatch.setattr(enqueue, "enqueue_dispatch", lambda edition: None)
+    monkeypatch.setattr(enqueue, "enqueue_batches", lambda edition, **kwargs: 0)
 
 
 @pytest.fixture
@@ -59,12 +60,12 @@ def mailgun(fake: FakeMailgun, settings, monkeypatch: pytest.MonkeyPatch,
 def alert_to(count: int) -> tuple[Edition, list[Subscriber]]:
     cat = category("policy")
     subs = [subscriber(f"reader{i}@example.com", categories=[cat]) for i in range(count)]
-    return editions.edition_create_alert(story=story(cat), by=None), subs
+    return dispatch.edition_create_alert(story=story(cat), by=None), subs
 
 
 def rerun(edition: Edition) -> None:
     """What the next batch run (a retry) does: send what is still queued."""
-    for first, last in editions.batch_ranges(edition):
+    for first, last in enqueue.batch_ranges(edition):
         deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     edition.refresh_from_db()
 

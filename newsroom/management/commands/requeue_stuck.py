@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from newsroom.management.redis_reachable import redis_unreachable
-from subscriptions.services.editions import ReconcileReport, editions_reconcile
+from subscriptions.sending.reconcile import ReconcileReport, editions_reconcile
 
 
 def _ids(ids: list[int]) -> str:

@@ -19,11 +19,12 @@ from newsroom.models import Story
 from subscriptions import tasks
 from subscriptions.admin import send_progress
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.services import deliveries, editions
+from subscriptions.sending import dispatch, enqueue, reconcile, scheduling, steering
+from subscriptions.services import deliveries
 from tests.subscriptions.factories import category, subscriber
 
 BATCH = 3
-FIRST = editions.FIRST_BATCHES * BATCH
+FIRST = dispatch.FIRST_BATCHES * BATCH
 AUDIENCE = 20
 
 
@@ -33,11 +34,12 @@ def enqueued(monkeypatch, settings):
     settings.NEWSROOM_BATCH_SIZE = BATCH
     sent: list[tuple[int, int, int]] = []
 
-    def apply_async(args, queue=None, **options):
+    def task_send(name, args, *, queue, countdown=None):
+        assert name == enqueue.BATCH_TASK  # dispatches are recorded by `dispatches`
         edition_id, first, last = args
         sent.append((first, last, Delivery.objects.filter(edition_id=edition_id).count()))
 
-    monkeypatch.setattr(tasks.deliveries_send, "apply_async", apply_async)
+    monkeypatch.setattr(enqueue, "task_send", task_send)
     return sent
 
 
@@ -45,7 +47,7 @@ def enqueued(monkeypatch, settings):
 def dispatches(monkeypatch):
     """Edition ids whose dispatch task was enqueued."""
     calls: list[int] = []
-    monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: calls.append(edition.pk))
+    monkeypatch.setattr(enqueue, "enqueue_dispatch", lambda edition: calls.append(edition.pk))
     return calls
 
 
@@ -53,7 +55,7 @@ def dispatches(monkeypatch):
 def step_2_fails(monkeypatch):
     """The insert of the rest (step 2) raises, as when the database connection drops;
     set ["on"] to False to let it through."""
-    real = editions._insert_deliveries
+    real = dispatch.insert_deliveries
     switch = {"on": True}
 
     def insert(edition, audience, *, window, limit=None):
@@ -61,7 +63,7 @@ def step_2_fails(monkeypatch):
             raise OperationalError("server closed the connection unexpectedly")
         return real(edition, audience, window=window, limit=limit)
 
-    monkeypatch.setattr(editions, "_insert_deliveries", insert)
+    monkeypatch.setattr(dispatch, "insert_deliveries", insert)
     return switch
 
 
@@ -73,7 +75,7 @@ def alert(n: int = AUDIENCE) -> Edition:
         category=cat, status=Story.Status.PUBLISHED, headline="Dam bursts", slug="dam-bursts",
         body="What we know.", breaking=True, published_at=timezone.now() - timedelta(minutes=1),
     )
-    return editions.edition_create_alert(story=story, by=None)
+    return dispatch.edition_create_alert(story=story, by=None)
 
 
 def send(edition: Edition, ranges) -> None:
@@ -99,11 +101,11 @@ def stale(now=None) -> datetime:
 @pytest.mark.django_db
 def test_the_first_batches_are_enqueued_before_the_rest_is_written(enqueued, dispatches):
     edition = alert()
-    assert editions.edition_dispatch(edition_id=edition.pk) == AUDIENCE
+    assert dispatch.edition_dispatch(edition_id=edition.pk) == AUDIENCE
     all_ids = ids(edition)
     assert len(all_ids) == AUDIENCE
-    head, rest = enqueued[:editions.FIRST_BATCHES], enqueued[editions.FIRST_BATCHES:]
-    assert [written for *_, written in head] == [FIRST] * editions.FIRST_BATCHES
+    head, rest = enqueued[:dispatch.FIRST_BATCHES], enqueued[dispatch.FIRST_BATCHES:]
+    assert [written for *_, written in head] == [FIRST] * dispatch.FIRST_BATCHES
     assert covered(head, all_ids) == all_ids[:FIRST]
     assert {written for *_, written in rest} == {AUDIENCE}
     assert covered(rest, all_ids) == all_ids[FIRST:]  # the first batches are not sent twice
@@ -119,7 +121,7 @@ def test_the_first_batches_are_enqueued_before_the_rest_is_written(enqueued, dis
 @pytest.mark.django_db
 def test_a_dispatch_delivered_again_after_it_finished_does_nothing(enqueued, dispatches):
     edition = alert()
-    editions.edition_dispatch(edition_id=edition.pk)
+    dispatch.edition_dispatch(edition_id=edition.pk)
     before = list(enqueued)
     assert tasks.edition_dispatch(edition.pk) == 0
     assert enqueued == before and len(ids(edition)) == AUDIENCE
@@ -127,11 +129,11 @@ def test_a_dispatch_delivered_again_after_it_finished_does_nothing(enqueued, dis
 
 @pytest.mark.django_db
 def test_nothing_is_dispatched_for_a_gone_or_unstarted_paused_edition(enqueued, dispatches):
-    assert editions.edition_dispatch(edition_id=10**9) == 0
+    assert dispatch.edition_dispatch(edition_id=10**9) == 0
     edition = alert()
-    assert editions.edition_pause(edition=edition)  # paused while still planned
+    assert steering.edition_pause(edition=edition)  # paused while still planned
     assert tasks.edition_dispatch(edition.pk) == 0
-    assert editions.edition_dispatch_complete(edition=edition) is None
+    assert dispatch.edition_dispatch_complete(edition=edition) is None
     edition.refresh_from_db()
     assert (edition.status, edition.started_at, ids(edition), enqueued) == ("paused", None, [], [])
 
@@ -140,7 +142,7 @@ def test_nothing_is_dispatched_for_a_gone_or_unstarted_paused_edition(enqueued, 
 def test_an_audience_within_the_first_batches_is_written_once(enqueued, dispatches,
                                                               step_2_fails):
     edition = alert(FIRST - 1)  # step 2 has nothing left to write: it does not try
-    assert editions.edition_dispatch(edition_id=edition.pk) == FIRST - 1
+    assert dispatch.edition_dispatch(edition_id=edition.pk) == FIRST - 1
     edition.refresh_from_db()
     assert (edition.targeted, len(ids(edition))) == (FIRST - 1, FIRST - 1)
     assert edition.dispatched_at is not None
@@ -150,7 +152,7 @@ def test_an_audience_within_the_first_batches_is_written_once(enqueued, dispatch
 @pytest.mark.django_db
 def test_an_empty_audience_is_done_at_once(enqueued, dispatches):
     edition = alert(0)
-    assert editions.edition_dispatch(edition_id=edition.pk) == 0
+    assert dispatch.edition_dispatch(edition_id=edition.pk) == 0
     edition.refresh_from_db()
     assert (edition.status, edition.targeted, enqueued) == ("done", 0, [])
     assert edition.dispatched_at is not None
@@ -164,7 +166,7 @@ def test_when_step_2_fails_the_first_batches_still_go_and_the_edition_is_not_don
     edition = alert()
     with pytest.raises(OperationalError):
         tasks.edition_dispatch(edition.pk)
-    assert len(enqueued) == editions.FIRST_BATCHES
+    assert len(enqueued) == dispatch.FIRST_BATCHES
     assert {written for *_, written in enqueued} == {FIRST}
     edition.refresh_from_db()
     assert edition.status == "sending" and edition.dispatched_at is None
@@ -175,7 +177,7 @@ def test_when_step_2_fails_the_first_batches_still_go_and_the_edition_is_not_don
     send(edition, enqueued)
     edition.refresh_from_db()
     assert (edition.status, edition.sent) == ("sending", FIRST)  # not done: not dispatched
-    assert not editions.edition_finish_if_complete(edition_id=edition.pk)
+    assert not steering.edition_finish_if_complete(edition_id=edition.pk)
     assert send_progress(edition, now=timezone.now()).percent == FIRST * 100 // AUDIENCE
     page = admin_client.get(reverse("admin:subscriptions_edition_change", args=[edition.pk]))
     assert re.search(r"Dispatched at:</label>\s*<div class=\"readonly\">-</div>",
@@ -201,16 +203,16 @@ def test_reconcile_completes_a_dispatch_stopped_halfway(enqueued, dispatches, st
                                                         smtp):
     edition = alert()
     with pytest.raises(OperationalError):
-        editions.edition_dispatch(edition_id=edition.pk)
+        dispatch.edition_dispatch(edition_id=edition.pk)
     step_2_fails["on"] = False  # the worker died; its task is lost
 
-    assert editions.editions_reconcile().dispatch_completed == []  # not stale yet
-    report = editions.editions_reconcile(now=stale(), dry_run=True)
+    assert reconcile.editions_reconcile().dispatch_completed == []  # not stale yet
+    report = reconcile.editions_reconcile(now=stale(), dry_run=True)
     assert report.dispatch_completed == [edition.pk] and report.acted
     assert len(ids(edition)) == FIRST  # a dry run changes nothing
 
     head = len(enqueued)
-    report = editions.editions_reconcile(now=stale())
+    report = reconcile.editions_reconcile(now=stale())
     assert report.dispatch_completed == [edition.pk] and report.requeued_editions == []
     edition.refresh_from_db()
     assert edition.dispatched_at is not None and edition.targeted == AUDIENCE
@@ -222,7 +224,7 @@ def test_reconcile_completes_a_dispatch_stopped_halfway(enqueued, dispatches, st
     edition.refresh_from_db()
     assert (edition.status, edition.sent) == ("done", AUDIENCE)
     assert sorted(Counter(m.rcpt_to for m in smtp.handler.messages).values()) == [1] * AUDIENCE
-    assert editions.editions_reconcile(now=stale(stale())).dispatch_completed == []
+    assert reconcile.editions_reconcile(now=stale(stale())).dispatch_completed == []
 
 
 @pytest.mark.django_db
@@ -230,15 +232,15 @@ def test_a_reconcile_whose_completion_fails_logs_it_and_repairs_the_rest(
         enqueued, dispatches, step_2_fails, caplog):
     broken = alert()
     with pytest.raises(OperationalError):
-        editions.edition_dispatch(edition_id=broken.pk)
+        dispatch.edition_dispatch(edition_id=broken.pk)
     stalled = Edition.objects.create(
         key="alert:story:999", kind="alert", status="sending", scheduled_at=timezone.now(),
         started_at=timezone.now(), dispatched_at=timezone.now(),
         last_progress_at=timezone.now(),
     )
     Delivery.objects.create(edition=stalled, subscriber=Subscriber.objects.first())
-    with caplog.at_level(logging.INFO, logger="subscriptions.services.editions"):
-        report = editions.editions_reconcile(now=stale())
+    with caplog.at_level(logging.INFO, logger="subscriptions.sending"):
+        report = reconcile.editions_reconcile(now=stale())
     assert report.dispatch_completed == [broken.pk]
     assert report.requeued_editions == [stalled.pk]
     [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -252,19 +254,19 @@ def test_a_reconcile_whose_completion_fails_logs_it_and_repairs_the_rest(
 def test_pause_and_resume_between_the_steps(enqueued, dispatches, step_2_fails):
     edition = alert()
     with pytest.raises(OperationalError):
-        editions.edition_dispatch(edition_id=edition.pk)
-    assert editions.edition_pause(edition=edition)
-    assert editions.edition_resume(edition=edition)
+        dispatch.edition_dispatch(edition_id=edition.pk)
+    assert steering.edition_pause(edition=edition)
+    assert steering.edition_resume(edition=edition)
     assert dispatches == [edition.pk]  # resuming completes the dispatch first
-    assert editions.edition_pause(edition=edition)
+    assert steering.edition_pause(edition=edition)
 
     step_2_fails["on"] = False  # the dispatch task runs: paused, its rows are written anyway
-    assert editions.edition_dispatch(edition_id=edition.pk) == AUDIENCE
+    assert dispatch.edition_dispatch(edition_id=edition.pk) == AUDIENCE
     edition.refresh_from_db()
     assert (edition.status, edition.targeted) == ("paused", AUDIENCE)
     assert edition.dispatched_at is not None
     head = len(enqueued)
-    assert editions.edition_resume(edition=edition)
+    assert steering.edition_resume(edition=edition)
     assert dispatches == [edition.pk]  # dispatched now: its batches are enqueued
     assert covered(enqueued[head:], ids(edition)) == ids(edition)
 
@@ -273,11 +275,11 @@ def test_pause_and_resume_between_the_steps(enqueued, dispatches, step_2_fails):
 def test_cancel_between_the_steps_stops_the_dispatch(enqueued, dispatches, step_2_fails):
     edition = alert()
     with pytest.raises(OperationalError):
-        editions.edition_dispatch(edition_id=edition.pk)
-    assert editions.edition_cancel(edition=edition) == FIRST
+        dispatch.edition_dispatch(edition_id=edition.pk)
+    assert steering.edition_cancel(edition=edition) == FIRST
     step_2_fails["on"] = False
     assert tasks.edition_dispatch(edition.pk) == 0
-    assert editions.edition_dispatch_complete(edition=edition) is None
+    assert dispatch.edition_dispatch_complete(edition=edition) is None
     edition.refresh_from_db()
     assert (edition.status, edition.targeted, edition.skipped) == ("cancelled", FIRST, FIRST)
     assert len(ids(edition)) == FIRST and edition.dispatched_at is None
@@ -298,10 +300,10 @@ def test_a_digest_is_written_in_one_step_in_content_order(enqueued, dispatches, 
                    last_digest_due_at=due - timedelta(days=1 + i % 2) if i % 4 else None)
     Story.objects.create(category=world, status=Story.Status.PUBLISHED, headline="News",
                          slug="news", body="Text.", published_at=due - timedelta(hours=1))
-    [edition] = editions.digests_schedule(now=due + timedelta(minutes=1))
+    [edition] = scheduling.digests_schedule(now=due + timedelta(minutes=1))
 
     with pytest.raises(OperationalError):  # the database drops during the insert
-        editions.edition_dispatch(edition_id=edition.pk)
+        dispatch.edition_dispatch(edition_id=edition.pk)
     assert ids(edition) == []
     assert not Subscriber.objects.filter(last_digest_due_at=due).exists()  # rolled back
     edition.refresh_from_db()
@@ -309,10 +311,10 @@ def test_a_digest_is_written_in_one_step_in_content_order(enqueued, dispatches, 
 
     step_2_fails["on"] = False
     limits = []
-    real = editions._insert_deliveries
-    monkeypatch.setattr(editions, "_insert_deliveries", lambda *args, **kwargs: (
+    real = dispatch.insert_deliveries
+    monkeypatch.setattr(dispatch, "insert_deliveries", lambda *args, **kwargs: (
         limits.append(kwargs.get("limit")), real(*args, **kwargs))[1])
-    assert editions.edition_dispatch(edition_id=edition.pk) == 10
+    assert dispatch.edition_dispatch(edition_id=edition.pk) == 10
     assert limits == [None]  # one INSERT ... SELECT, no second pass over the audience
     # Every reader has news: their windows move as each one's digest is sent, not here.
     assert not Subscriber.objects.filter(last_digest_due_at=due).exists()
@@ -352,16 +354,16 @@ def test_two_runs_of_step_2_at_once_complete_it_once(enqueued, dispatches, step_
                                                       monkeypatch):
     edition = alert()
     with pytest.raises(OperationalError):
-        editions.edition_dispatch(edition_id=edition.pk)
+        dispatch.edition_dispatch(edition_id=edition.pk)
     step_2_fails["on"] = False
-    insert = editions._insert_deliveries
+    insert = dispatch.insert_deliveries
 
     def slow(edition, audience, *, window, limit=None):
         time.sleep(0.3)  # long enough for the other run to arrive meanwhile
         return insert(edition, audience, window=window, limit=limit)
 
-    monkeypatch.setattr(editions, "_insert_deliveries", slow)
-    runs = [_in_thread(lambda: editions.edition_dispatch_complete(
+    monkeypatch.setattr(dispatch, "insert_deliveries", slow)
+    runs = [_in_thread(lambda: dispatch.edition_dispatch_complete(
         edition=Edition.objects.get(pk=edition.pk))) for _ in range(2)]
     for thread, _box in runs:
         thread.join(30)
@@ -380,7 +382,7 @@ def test_a_batch_ending_while_the_rest_is_written_does_not_finish_the_edition(
         enqueued, dispatches, monkeypatch):
     edition = alert()
     writing, go = threading.Event(), threading.Event()
-    real = editions._insert_deliveries
+    real = dispatch.insert_deliveries
 
     def insert(edition, audience, *, window, limit=None):
         if limit is None:
@@ -388,13 +390,13 @@ def test_a_batch_ending_while_the_rest_is_written_does_not_finish_the_edition(
             go.wait(20)
         return real(edition, audience, window=window, limit=limit)
 
-    monkeypatch.setattr(editions, "_insert_deliveries", insert)
-    thread, box = _in_thread(lambda: editions.edition_dispatch(edition_id=edition.pk))
+    monkeypatch.setattr(dispatch, "insert_deliveries", insert)
+    thread, box = _in_thread(lambda: dispatch.edition_dispatch(edition_id=edition.pk))
     try:
         assert writing.wait(20)
         # The first batches are all through while the rest is being written.
         Delivery.objects.filter(edition=edition).update(status=Delivery.Status.SENT)
-        assert not editions.edition_finish_if_complete(edition_id=edition.pk)
+        assert not steering.edition_finish_if_complete(edition_id=edition.pk)
     finally:
         go.set()
         thread.join(30)

@@ -9,8 +9,9 @@ import pytest
 
 from newsroom.models import Story
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.services import deliveries, editions
-from subscriptions.services.editions import digests_schedule, due_instant
+from subscriptions.sending import dispatch, enqueue
+from subscriptions.sending.scheduling import digests_schedule, due_instant
+from subscriptions.services import deliveries
 from tests.subscriptions.factories import category, subscriber
 
 
@@ -38,14 +39,14 @@ def test_due_instant_in_the_readers_time_zone(now, tz, hour, frequency, due):
 
 @pytest.fixture
 def no_enqueue(monkeypatch):
-    monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: None)
-    monkeypatch.setattr(editions, "enqueue_batches", lambda edition, **kwargs: 0)
+    monkeypatch.setattr(enqueue, "enqueue_dispatch", lambda edition: None)
+    monkeypatch.setattr(enqueue, "enqueue_batches", lambda edition, **kwargs: 0)
 
 
 def run(edition: Edition) -> Edition:
-    editions.edition_dispatch(edition_id=edition.pk)
+    dispatch.edition_dispatch(edition_id=edition.pk)
     edition.refresh_from_db()
-    for first, last in editions.batch_ranges(edition):
+    for first, last in enqueue.batch_ranges(edition):
         deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     edition.refresh_from_db()
     return edition
@@ -159,9 +160,9 @@ def test_who_leaves_between_dispatch_and_send_gets_no_digest(smtp, no_enqueue):
     due = utc(2026, 11, 27, 7, 0)
     publish(world, "News", due - timedelta(hours=1))
     [edition] = digests_schedule(now=due + timedelta(minutes=1))
-    editions.edition_dispatch(edition_id=edition.pk)
+    dispatch.edition_dispatch(edition_id=edition.pk)
     Subscriber.objects.filter(pk=leaves.pk).update(status="unsubscribed")
-    for first, last in editions.batch_ranges(edition):
+    for first, last in enqueue.batch_ranges(edition):
         deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert [m.rcpt_to for m in smtp.handler.messages] == [stays.email]
 
@@ -176,7 +177,7 @@ def test_readers_with_the_same_topics_get_neighbouring_deliveries(no_enqueue):
     due = utc(2026, 11, 27, 7, 0)
     publish(world, "News", due - timedelta(hours=1))
     [edition] = digests_schedule(now=due + timedelta(minutes=1))
-    editions.edition_dispatch(edition_id=edition.pk)
+    dispatch.edition_dispatch(edition_id=edition.pk)
     topics = [
         len(Subscriber.objects.get(pk=d.subscriber_id).categories.all())
         for d in Delivery.objects.filter(edition=edition).order_by("id")
@@ -200,8 +201,8 @@ def test_a_story_unpublished_or_corrected_after_dispatch_changes_the_next_batche
     kept = publish(world, "Summit ends without deal", due - timedelta(hours=3))
     withdrawn = publish(world, "Wrong story", due - timedelta(hours=2))
     [edition] = digests_schedule(now=now)
-    editions.edition_dispatch(edition_id=edition.pk)
-    first, second, third = editions.batch_ranges(edition)
+    dispatch.edition_dispatch(edition_id=edition.pk)
+    first, second, third = enqueue.batch_ranges(edition)
 
     deliveries.deliveries_send(edition_id=edition.pk, first_id=first[0], last_id=first[1])
     Story.objects.filter(pk=withdrawn.pk).update(status=Story.Status.DRAFT)
