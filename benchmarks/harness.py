@@ -83,9 +83,13 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-ENGINE_FILES = ("subscriptions/services/deliveries.py", "subscriptions/services/editions.py",
-                "subscriptions/transports.py", "subscriptions/mime.py", "newsroom/mail.py",
-                "newsroom/smtp_pipelining.py", "subscriptions/edition_content.py",
+ENGINE_FILES = ("subscriptions/sending/batches.py", "subscriptions/services/editions.py",
+                "subscriptions/sending/transports/base.py",
+                "subscriptions/sending/transports/esp.py",
+                "subscriptions/sending/transports/smtp.py",
+                "subscriptions/sending/transports/outbox.py",
+                "subscriptions/sending/transports/one_by_one.py",
+                "subscriptions/sending/mime.py", "subscriptions/edition_content.py",
                 "subscriptions/tasks.py", "newsroom/settings.py")
 
 

@@ -16,8 +16,8 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from newsroom import embedded_redis
-from newsroom.mailconfig import email_settings, sender_address
 from newsroom.private_files import local_secret_key, private_file, private_folder
+from subscriptions.sending.transports.config import email_settings, sender_address
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

@@ -69,7 +69,7 @@ from subscriptions.selectors import (
     eta_text,
     stalled_text,
 )
-from subscriptions.services.deliveries import edition_render_for, edition_send_test
+from subscriptions.sending.batches import edition_render_for, edition_send_test
 from subscriptions.services.editions import (
     EditionError,
     alert_audience,

@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from newsroom.models import Story
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.services import deliveries, editions
+from subscriptions.sending import batches
+from subscriptions.services import editions
 from subscriptions.tokens import Purpose, token_read
 from tests.mailbox import unsubscribe_link
 from tests.subscriptions.factories import category, subscriber
@@ -32,7 +33,7 @@ def send_all(edition: Edition) -> None:
     editions.edition_dispatch(edition_id=edition.pk)
     edition.refresh_from_db()
     for first, last in editions.batch_ranges(edition):
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     edition.refresh_from_db()
 
 
@@ -169,7 +170,7 @@ def test_a_batch_run_twice_sends_once(smtp, no_enqueue):
     edition = editions.edition_create_alert(story=story(cat), by=None)
     send_all(edition)
     for first, last in [(0, 10**9)]:
-        report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        report = batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
         assert report.claimed == 0 and report.sent == 0
     assert len(smtp.handler.messages) == 5
 
@@ -182,7 +183,7 @@ def test_who_unsubscribes_in_flight_gets_nothing(smtp, no_enqueue):
     leaves.status = "unsubscribed"
     leaves.save()
     for first, last in editions.batch_ranges(edition):
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert [m.rcpt_to for m in smtp.handler.messages] == [stays.email]
     assert Delivery.objects.get(subscriber=leaves).status == "skipped"
     edition.refresh_from_db()
@@ -202,7 +203,7 @@ def test_permanent_and_transient_refusals_are_recorded_per_recipient(smtp, no_en
     edition = editions.edition_create_alert(story=story(cat), by=None)
     editions.edition_dispatch(edition_id=edition.pk)
     [(first, last)] = editions.batch_ranges(edition)
-    report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    report = batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert (report.sent, report.failed) == (1, 1)
     assert report.retry == [Delivery.objects.get(subscriber=busy).pk]
     by_sub = {d.subscriber_id: d for d in Delivery.objects.all()}
@@ -211,7 +212,7 @@ def test_permanent_and_transient_refusals_are_recorded_per_recipient(smtp, no_en
     assert by_sub[busy.pk].status == "queued" and "451" in by_sub[busy.pk].last_error
 
     smtp.handler.reject.pop("busy@example.com")  # the mailbox recovers: the retry delivers
-    report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    report = batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert report.sent == 1
     assert [m.rcpt_to for m in smtp.handler.messages].count("busy@example.com") == 1
     edition.refresh_from_db()
@@ -226,8 +227,8 @@ def test_transient_failures_become_failures_after_the_last_attempt(smtp, no_enqu
     edition = editions.edition_create_alert(story=story(cat), by=None)
     editions.edition_dispatch(edition_id=edition.pk)
     [(first, last)] = editions.batch_ranges(edition)
-    assert deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last).retry
-    report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    assert batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last).retry
+    report = batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert report.retry == [] and report.failed == 1
     edition.refresh_from_db()
     assert edition.status == "done" and edition.failed == 1
@@ -240,10 +241,10 @@ def test_pause_resume_cancel_and_retry_failed(smtp, no_enqueue):
     editions.edition_dispatch(edition_id=edition.pk)
     assert editions.edition_pause(edition=edition)
     [(first, last)] = editions.batch_ranges(edition)
-    report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    report = batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert report.claimed == 0 and "paused" in report.reason and not smtp.handler.messages
     assert editions.edition_resume(edition=edition)
-    deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert len(smtp.handler.messages) == 3
     assert editions.edition_cancel(edition=edition) == 0  # done already: nothing to cancel
 
@@ -251,7 +252,7 @@ def test_pause_resume_cancel_and_retry_failed(smtp, no_enqueue):
     Edition.objects.filter(pk=edition.pk).update(failed=1, sent=2)
     assert editions.edition_retry_failed(edition=edition) == 1
     [(first, last)] = editions.batch_ranges(edition)
-    deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert len(smtp.handler.to(subs[0].email)) == 2
     edition.refresh_from_db()
     assert (edition.status, edition.failed) == ("done", 0)
@@ -267,7 +268,7 @@ def test_cancel_skips_what_is_left(no_enqueue):
     edition.refresh_from_db()
     assert (edition.status, edition.skipped) == ("cancelled", 4)
     [(first, last)] = editions.batch_ranges(edition, statuses=("skipped",))
-    assert deliveries.deliveries_send(edition_id=edition.pk, first_id=first,
+    assert batches.deliveries_send(edition_id=edition.pk, first_id=first,
                                       last_id=last).claimed == 0
 
 
@@ -300,6 +301,6 @@ def test_a_batch_costs_a_bounded_number_of_queries(smtp, no_enqueue, settings,
     editions.edition_dispatch(edition_id=edition.pk)
     [(first, last)] = editions.batch_ranges(edition)
     with django_assert_max_num_queries(11):
-        report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        report = batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert report.sent == 300
     assert Delivery.objects.filter(status="sent").count() == 300

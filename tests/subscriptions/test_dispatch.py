@@ -19,7 +19,8 @@ from newsroom.models import Story
 from subscriptions import tasks
 from subscriptions.admin import send_progress
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.services import deliveries, editions
+from subscriptions.sending import batches
+from subscriptions.services import editions
 from tests.subscriptions.factories import category, subscriber
 
 BATCH = 3
@@ -78,7 +79,7 @@ def alert(n: int = AUDIENCE) -> Edition:
 
 def send(edition: Edition, ranges) -> None:
     for first, last, *_ in ranges:
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
 
 
 def ids(edition: Edition) -> list[int]:

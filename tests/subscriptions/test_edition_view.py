@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from subscriptions.edition_content import ViewKey
-from subscriptions.services import deliveries, editions
+from subscriptions.sending import batches
+from subscriptions.services import editions
 from tests.subscriptions.factories import category, subscriber
 from tests.subscriptions.test_alerts import story
 from tests.subscriptions.test_digests import publish, run
@@ -35,7 +36,7 @@ def test_an_alert_can_be_read_in_a_browser_without_personal_links(client, no_enq
     reader = subscriber("ann@example.com", categories=[cat])
     edition = editions.edition_create_alert(story=story(cat, headline="Dam bursts"), by=None)
     editions.edition_dispatch(edition_id=edition.pk)
-    raw = deliveries.edition_render_for(edition=edition, subscriber=reader)
+    raw = batches.edition_render_for(edition=edition, subscriber=reader)
     response = client.get(view_path(raw))
     assert response.status_code == 200
     page = response.content.decode()
@@ -53,7 +54,7 @@ def test_a_digest_variant_can_be_read_in_a_browser(client, no_enqueue):
     publish(world, "Summit ends", due - timedelta(hours=2))
     edition = run(editions.digests_schedule(now=due + timedelta(minutes=1))[0])
     reader.refresh_from_db()
-    raw = deliveries.edition_render_for(edition=edition, subscriber=reader)
+    raw = batches.edition_render_for(edition=edition, subscriber=reader)
     response = client.get(view_path(raw))
     assert response.status_code == 200 and "Summit ends" in response.content.decode()
 

@@ -18,7 +18,8 @@ from django.core.cache import cache
 
 from newsroom.models import Story
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.services import deliveries, editions
+from subscriptions.sending import batches
+from subscriptions.services import editions
 from subscriptions.services.editions import digests_schedule, due_instant
 from subscriptions.services.subscribers import (
     RequestInfo,
@@ -40,7 +41,7 @@ def no_enqueue(monkeypatch):
 
 def send_all(edition: Edition) -> Edition:
     for first, last in editions.batch_ranges(edition):
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     edition.refresh_from_db()
     return edition
 
