@@ -70,7 +70,7 @@ class _PrebuiltMIME(StdlibEmailMessage):
             policy = (policy or self.policy).clone(linesep=linesep)
         return super().as_bytes(unixfrom, policy=policy)
 
-    def as_string(self, unixfrom: bool = False, maxheaderlen: int = 0,
+    def as_string(self, unixfrom: bool = False, maxheaderlen: int | None = 0,
                   policy: Policy | None = None, linesep: str | None = None) -> str:
         if linesep is not None:
             policy = (policy or self.policy).clone(linesep=linesep)

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMessage
@@ -32,7 +33,7 @@ def _stamp() -> str:
 class OutboxBackend(BaseEmailBackend):
     """The EMAIL_BACKEND for `outbox:`: ordinary messages, one file each."""
 
-    def __init__(self, *, file_path: str | None = None, **kwargs: object) -> None:
+    def __init__(self, *, file_path: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.folder = Path(file_path or settings.EMAIL_FILE_PATH)
 
@@ -40,7 +41,7 @@ class OutboxBackend(BaseEmailBackend):
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # addresses inside
         for message in email_messages:
             _write(self.folder, f"{_stamp()}-{uuid.uuid4().hex[:8]}",
-                   message.message().as_bytes(linesep="\r\n"))
+                   message.message().as_bytes(linesep="\r\n"))  # type: ignore[call-arg]
         return len(email_messages)
 
 

@@ -121,11 +121,12 @@ class PipeliningConnection:
         if self.use_ssl:
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(
                 self.host, self.port, local_hostname=self.local_hostname,
-                timeout=self.timeout, context=context,
+                timeout=self.timeout, context=context,  # type: ignore[arg-type]  # None: blocking
             )
         else:
             smtp = smtplib.SMTP(
-                self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout
+                self.host, self.port, local_hostname=self.local_hostname,
+                timeout=self.timeout,  # type: ignore[arg-type]  # None: blocking, as sockets allow
             )
         try:
             smtp.ehlo_or_helo_if_needed()
@@ -182,7 +183,7 @@ class PipeliningConnection:
         self, envelopes: Iterable[Envelope], ambiguous: list[int]
     ) -> Iterator[Outcome]:
         smtp = self.smtp
-        assert smtp is not None
+        assert smtp is not None and smtp.sock is not None
         write = smtp.sock.sendall
         pending: Envelope | None = None  # its data is in `unsent`, its reply not read yet
         unsent = b""
@@ -306,5 +307,5 @@ def _result(outcome: Outcome) -> Result:
         # The MTA's queue id is not stored: one UPDATE per batch matters more,
         # and our own Message-ID (stable per delivery) already traces it.
         return Result(outcome.key, "sent")
-    status = "failed" if outcome.permanent else "retry"
-    return Result(outcome.key, status, f"{outcome.code} {outcome.reply}"[:DETAIL_LIMIT])
+    return Result(outcome.key, "failed" if outcome.permanent else "retry",
+                  f"{outcome.code} {outcome.reply}"[:DETAIL_LIMIT])
