@@ -85,11 +85,15 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-ENGINE_FILES = ("subscriptions/services/deliveries.py", "subscriptions/sending/dispatch.py",
+ENGINE_FILES = ("subscriptions/sending/batches.py", "subscriptions/sending/dispatch.py",
                 "subscriptions/sending/enqueue.py", "subscriptions/sending/steering.py",
                 "subscriptions/sending/scheduling.py", "subscriptions/selectors.py",
-                "subscriptions/transports.py", "subscriptions/mime.py", "newsroom/mail.py",
-                "newsroom/smtp_pipelining.py", "subscriptions/edition_content.py",
+                "subscriptions/sending/transports/base.py",
+                "subscriptions/sending/transports/esp.py",
+                "subscriptions/sending/transports/smtp.py",
+                "subscriptions/sending/transports/outbox.py",
+                "subscriptions/sending/transports/one_by_one.py",
+                "subscriptions/sending/mime.py", "subscriptions/edition_content.py",
                 "subscriptions/tasks.py", "newsroom/settings.py")
 
 

@@ -102,7 +102,7 @@ def reset_state() -> None:
 def message_size(edition_ids: list[int], sample: int = 30) -> int:
     """Mean size in bytes of the messages actually sent (rendered again for a sample)."""
     from subscriptions.models import Delivery, Edition, Subscriber
-    from subscriptions.services.deliveries import edition_render_for
+    from subscriptions.sending.batches import edition_render_for
 
     ids = list(Delivery.objects.filter(edition_id__in=edition_ids, status="sent")
                .values_list("edition_id", "subscriber_id")[:5000])

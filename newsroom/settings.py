@@ -25,8 +25,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.functional import SimpleLazyObject
 
 from newsroom import embedded_redis
-from newsroom.mailconfig import email_settings, sender_address
 from newsroom.private_files import local_secret_key
+from subscriptions.sending.transports.config import email_settings, sender_address
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

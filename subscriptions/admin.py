@@ -70,6 +70,7 @@ from subscriptions.selectors import (
     eta_text,
     stalled_text,
 )
+from subscriptions.sending.batches import edition_render_for, edition_send_test
 from subscriptions.sending.steering import (
     EditionError,
     edition_cancel,
@@ -77,7 +78,6 @@ from subscriptions.sending.steering import (
     edition_resume,
     edition_retry_failed,
 )
-from subscriptions.services.deliveries import edition_render_for, edition_send_test
 from subscriptions.services.privacy import subscriber_erase, subscriber_export
 from subscriptions.services.subscribers import subscriber_unsubscribe
 

@@ -40,7 +40,7 @@ from django.utils.text import Truncator
 from newsroom.models import Category, Story
 from newsroom.rendering import mail_html
 from subscriptions.mail_look import look, strip_bidi
-from subscriptions.mime import hole
+from subscriptions.sending.mime import hole
 
 # Gmail clips messages whose HTML passes ~102 KB and hides the footer with the
 # unsubscribe link; keep well below.

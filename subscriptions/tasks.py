@@ -9,8 +9,8 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from subscriptions import emails
-from subscriptions.sending import dispatch, reconcile, retention, scheduling
-from subscriptions.services import deliveries, tracking
+from subscriptions.sending import batches, dispatch, reconcile, retention, scheduling
+from subscriptions.services import tracking
 
 # Transient transport failures: try again later, with growing pauses. Permanent
 # refusals (5xx) of subscription emails never get here: emails.subscriber_email_send
@@ -53,7 +53,7 @@ def edition_dispatch(edition_id: int) -> int:
     autoretry_for=DB_TRANSIENT, retry_backoff=2, retry_backoff_max=60, max_retries=None,
 )
 def deliveries_send(self, edition_id: int, first_id: int, last_id: int) -> dict:
-    report = deliveries.deliveries_send(edition_id=edition_id, first_id=first_id, last_id=last_id)
+    report = batches.deliveries_send(edition_id=edition_id, first_id=first_id, last_id=last_id)
     if report.retry:  # transient transport errors: the same range again, later
         countdown = min(600, 5 * 2 ** min(self.request.retries, 7))
         queue = (self.request.delivery_info or {}).get("routing_key")

@@ -56,7 +56,7 @@ def smtp_sink():
 @pytest.fixture
 def smtp(smtp_sink, settings):
     """Send this test's mail (in this process) through the SMTP listener."""
-    settings.EMAIL_BACKEND = "newsroom.mail.SMTPBackend"
+    settings.EMAIL_BACKEND = "subscriptions.sending.transports.smtp.SMTPBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_sink.port
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
     settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""

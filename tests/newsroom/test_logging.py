@@ -12,9 +12,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from subscriptions.models import Delivery, Edition
-from subscriptions.sending import dispatch, steering
-from subscriptions.services import deliveries
-from subscriptions.transports import Result
+from subscriptions.sending import batches, dispatch, steering
+from subscriptions.sending.transports.base import Result
 from tests.subscriptions.factories import subscriber
 
 pytestmark = pytest.mark.django_db
@@ -80,8 +79,8 @@ def test_failed_deliveries_log_the_edition_and_delivery_ids(caplog):
     rows = [Delivery.objects.create(edition=sending, subscriber=subscriber(),
                                     status=Delivery.Status.SENDING) for _ in range(2)]
     results = [Result(row.pk, "failed", "550 5.1.1 no such user") for row in rows]
-    with caplog.at_level(logging.WARNING, logger="subscriptions.services.deliveries"):
-        deliveries._record_results(sending, results, deliveries.BatchReport())
+    with caplog.at_level(logging.WARNING, logger="subscriptions.sending.batches"):
+        batches._record_results(sending, results, batches.BatchReport())
     [record] = [r for r in caplog.records if hasattr(r, "delivery_ids")]
     line = as_json(record)
     assert line["edition_id"] == sending.pk

@@ -9,8 +9,7 @@ from django.utils import timezone
 
 from newsroom.models import Story
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.sending import dispatch, enqueue, steering
-from subscriptions.services import deliveries
+from subscriptions.sending import batches, dispatch, enqueue, steering
 from subscriptions.tokens import Purpose, token_read
 from tests.mailbox import unsubscribe_link
 from tests.subscriptions.factories import breaking_story as story
@@ -24,7 +23,7 @@ def send_all(edition: Edition) -> None:
     dispatch.edition_dispatch(edition_id=edition.pk)
     edition.refresh_from_db()
     for first, last in enqueue.batch_ranges(edition):
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     edition.refresh_from_db()
 
 
@@ -131,7 +130,7 @@ def test_a_batch_run_twice_sends_once(smtp, no_enqueue):
     edition = dispatch.edition_create_alert(story=story(cat), by=None)
     send_all(edition)
     for first, last in [(0, 10**9)]:
-        report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        report = batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
         assert report.claimed == 0 and report.sent == 0
     assert len(smtp.handler.messages) == 5
 
@@ -144,7 +143,7 @@ def test_who_unsubscribes_in_flight_gets_nothing(smtp, no_enqueue):
     leaves.status = "unsubscribed"
     leaves.save()
     for first, last in enqueue.batch_ranges(edition):
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert [m.rcpt_to for m in smtp.handler.messages] == [stays.email]
     assert Delivery.objects.get(subscriber=leaves).status == "skipped"
     edition.refresh_from_db()
@@ -164,7 +163,7 @@ def test_permanent_and_transient_refusals_are_recorded_per_recipient(smtp, no_en
     edition = dispatch.edition_create_alert(story=story(cat), by=None)
     dispatch.edition_dispatch(edition_id=edition.pk)
     [(first, last)] = enqueue.batch_ranges(edition)
-    report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    report = batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert (report.sent, report.failed) == (1, 1)
     assert report.retry == [Delivery.objects.get(subscriber=busy).pk]
     by_sub = {d.subscriber_id: d for d in Delivery.objects.all()}
@@ -173,7 +172,7 @@ def test_permanent_and_transient_refusals_are_recorded_per_recipient(smtp, no_en
     assert by_sub[busy.pk].status == "queued" and "451" in by_sub[busy.pk].last_error
 
     smtp.handler.reject.pop("busy@example.com")  # the mailbox recovers: the retry delivers
-    report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    report = batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert report.sent == 1
     assert [m.rcpt_to for m in smtp.handler.messages].count("busy@example.com") == 1
     edition.refresh_from_db()
@@ -188,8 +187,8 @@ def test_transient_failures_become_failures_after_the_last_attempt(smtp, no_enqu
     edition = dispatch.edition_create_alert(story=story(cat), by=None)
     dispatch.edition_dispatch(edition_id=edition.pk)
     [(first, last)] = enqueue.batch_ranges(edition)
-    assert deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last).retry
-    report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    assert batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last).retry
+    report = batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert report.retry == [] and report.failed == 1
     edition.refresh_from_db()
     assert edition.status == "done" and edition.failed == 1
@@ -224,6 +223,6 @@ def test_a_batch_costs_a_bounded_number_of_queries(smtp, no_enqueue, settings,
     dispatch.edition_dispatch(edition_id=edition.pk)
     [(first, last)] = enqueue.batch_ranges(edition)
     with django_assert_max_num_queries(11):
-        report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        report = batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert report.sent == 300
     assert Delivery.objects.filter(status="sent").count() == 300

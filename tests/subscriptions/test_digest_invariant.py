@@ -39,14 +39,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from newsroom.models import Category, Story
 from newsroom.services import story_publish, story_unpublish
 from subscriptions.models import Edition, Subscriber
-from subscriptions.sending import dispatch, enqueue, scheduling, steering
-from subscriptions.services import deliveries
+from subscriptions.sending import batches, dispatch, enqueue, scheduling, steering
 from subscriptions.services.subscribers import (
     RequestInfo,
     subscriber_resubscribe,
     subscriber_unsubscribe,
 )
-from tests import recording_backend
+from tests import recording_transport
 
 pytestmark = pytest.mark.django_db
 
@@ -67,12 +66,12 @@ class NewsroomDays(RuleBasedStateMachine):
         self._patches = [
             mock.patch.object(enqueue, "enqueue_dispatch", lambda edition, **kw: None),
             mock.patch.object(enqueue, "enqueue_batches", lambda edition, **kw: 0),
-            override_settings(EMAIL_BACKEND="tests.recording_backend.RecordingBackend",
-                              NEWSROOM_BATCH_SIZE=2, NEWSROOM_SEND_RATE=0),
+            mock.patch.object(batches, "transport_get", recording_transport.RecordingTransport),
+            override_settings(NEWSROOM_BATCH_SIZE=2, NEWSROOM_SEND_RATE=0),
         ]
         for patch in self._patches:
             patch.start() if hasattr(patch, "start") else patch.enable()
-        recording_backend.SENT.clear()
+        recording_transport.SENT.clear()
         scheduling.cache.delete(scheduling._SCHEDULE_RUN_KEY)
         self.now = START
         self.categories: list[int] = []
@@ -214,7 +213,7 @@ class NewsroomDays(RuleBasedStateMachine):
         for edition in scheduling.digests_schedule(now=self.now):
             dispatch.edition_dispatch(edition_id=edition.pk)
             for first, last in enqueue.batch_ranges(edition)[:sent]:
-                deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+                batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
             steering.edition_cancel(edition=Edition.objects.get(pk=edition.pk))
         self._read_mail()
 
@@ -226,7 +225,7 @@ class NewsroomDays(RuleBasedStateMachine):
         for edition in scheduling.digests_schedule(now=self.now):
             dispatch.edition_dispatch(edition_id=edition.pk)
             for first, last in enqueue.batch_ranges(edition)[:sent]:
-                deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+                batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
             if how == "pause":
                 steering.edition_pause(edition=Edition.objects.get(pk=edition.pk))
             else:
@@ -252,20 +251,20 @@ class NewsroomDays(RuleBasedStateMachine):
         for edition in Edition.objects.filter(kind=Edition.Kind.DIGEST,
                                               status=Edition.Status.SENDING):
             for first, last in enqueue.batch_ranges(edition):
-                deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+                batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
         self._read_mail()
 
     # --- Checks ----------------------------------------------------------------------
 
     def _read_mail(self) -> None:
-        for envelope in recording_backend.SENT:
+        for envelope in recording_transport.SENT:
             text = message_from_bytes(envelope.data, policy=policy.default).get_body(
                 ("plain",)).get_content()
             for story_id in map(int, HEADLINE.findall(text)):
                 story = self.stories[story_id]
                 assert story["published"], f"story {story_id} was sent while taken down"
                 self.got.setdefault((envelope.recipient, story_id), []).append(self.now)
-        recording_backend.SENT.clear()
+        recording_transport.SENT.clear()
 
     @invariant()
     def nobody_gets_a_story_twice_in_one_live_period(self) -> None:

@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from subscriptions.edition_content import ViewKey
-from subscriptions.sending import dispatch, enqueue, scheduling
-from subscriptions.services import deliveries
+from subscriptions.sending import batches, dispatch, enqueue, scheduling
 from tests.subscriptions.factories import category, subscriber
 from tests.subscriptions.sending.test_scheduling import publish, run
 from tests.subscriptions.test_alerts import story
@@ -36,7 +35,7 @@ def test_an_alert_can_be_read_in_a_browser_without_personal_links(client, no_enq
     reader = subscriber("ann@example.com", categories=[cat])
     edition = dispatch.edition_create_alert(story=story(cat, headline="Dam bursts"), by=None)
     dispatch.edition_dispatch(edition_id=edition.pk)
-    raw = deliveries.edition_render_for(edition=edition, subscriber=reader)
+    raw = batches.edition_render_for(edition=edition, subscriber=reader)
     response = client.get(view_path(raw))
     assert response.status_code == 200
     page = response.content.decode()
@@ -54,7 +53,7 @@ def test_a_digest_variant_can_be_read_in_a_browser(client, no_enqueue):
     publish(world, "Summit ends", due - timedelta(hours=2))
     edition = run(scheduling.digests_schedule(now=due + timedelta(minutes=1))[0])
     reader.refresh_from_db()
-    raw = deliveries.edition_render_for(edition=edition, subscriber=reader)
+    raw = batches.edition_render_for(edition=edition, subscriber=reader)
     response = client.get(view_path(raw))
     assert response.status_code == 200 and "Summit ends" in response.content.decode()
 

@@ -17,10 +17,9 @@ from django.utils import timezone
 
 from newsroom.models import Story
 from subscriptions.admin import send_progress
-from subscriptions.list_headers import unsubscribe_url
 from subscriptions.models import Delivery, Edition
-from subscriptions.sending import dispatch, enqueue, steering
-from subscriptions.services import deliveries
+from subscriptions.sending import batches, dispatch, enqueue, steering
+from subscriptions.sending.mime import unsubscribe_url
 from tests.subscriptions.factories import category, subscriber
 
 pytestmark = pytest.mark.django_db
@@ -98,7 +97,7 @@ def alert(politics, readers, no_enqueue) -> Edition:
 
 def _send_batches(edition: Edition) -> None:
     for first, last in enqueue.batch_ranges(edition):
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     edition.refresh_from_db()
 
 
@@ -133,7 +132,7 @@ def test_progress_rate_and_eta_come_from_the_counters():
 
 
 def test_the_list_shows_counts_progress_rate_and_eta(sender, alert, smtp):
-    deliveries.deliveries_send(edition_id=alert.pk, first_id=0,
+    batches.deliveries_send(edition_id=alert.pk, first_id=0,
                                last_id=Delivery.objects.order_by("id").first().pk)
     Edition.objects.filter(pk=alert.pk).update(started_at=timezone.now() - timedelta(seconds=10))
     response = sender.get(CHANGELIST)

@@ -20,7 +20,7 @@ from newsroom.models import Category, Story
 from newsroom.services import story_unpublish
 from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.sending import dispatch, reconcile, scheduling, steering
-from tests.subscriptions.test_delivery_worker import (
+from tests.subscriptions.sending.test_batches_worker import (
     audience,
     breaking,
     edition_done,
@@ -32,7 +32,7 @@ from tests.workers import Worker
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 RATE = 40
-CALL = RATE // 4  # messages in one paced transport call (deliveries._calls)
+CALL = RATE // 4  # messages in one paced transport call (batches._calls)
 
 
 @pytest.fixture

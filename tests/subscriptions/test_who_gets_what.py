@@ -19,9 +19,8 @@ from django.core.cache import cache
 from newsroom.models import Story
 from subscriptions import selectors
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.sending import dispatch, enqueue, scheduling, steering
+from subscriptions.sending import batches, dispatch, enqueue, scheduling, steering
 from subscriptions.sending.scheduling import digests_schedule, due_instant
-from subscriptions.services import deliveries
 from subscriptions.services.subscribers import (
     RequestInfo,
     subscriber_resubscribe,
@@ -42,7 +41,7 @@ def no_enqueue(monkeypatch):
 
 def send_all(edition: Edition) -> Edition:
     for first, last in enqueue.batch_ranges(edition):
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     edition.refresh_from_db()
     return edition
 

@@ -19,8 +19,7 @@ from newsroom.models import Story
 from subscriptions import tasks
 from subscriptions.admin import send_progress
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.sending import dispatch, enqueue, reconcile, scheduling, steering
-from subscriptions.services import deliveries
+from subscriptions.sending import batches, dispatch, enqueue, reconcile, scheduling, steering
 from tests.subscriptions.factories import category, subscriber
 
 BATCH = 3
@@ -80,7 +79,7 @@ def alert(n: int = AUDIENCE) -> Edition:
 
 def send(edition: Edition, ranges) -> None:
     for first, last, *_ in ranges:
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
 
 
 def ids(edition: Edition) -> list[int]:

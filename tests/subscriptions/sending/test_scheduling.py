@@ -9,9 +9,8 @@ import pytest
 
 from newsroom.models import Story
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.sending import dispatch, enqueue
+from subscriptions.sending import batches, dispatch, enqueue
 from subscriptions.sending.scheduling import digests_schedule, due_instant
-from subscriptions.services import deliveries
 from tests.subscriptions.factories import category, subscriber
 
 
@@ -47,7 +46,7 @@ def run(edition: Edition) -> Edition:
     dispatch.edition_dispatch(edition_id=edition.pk)
     edition.refresh_from_db()
     for first, last in enqueue.batch_ranges(edition):
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     edition.refresh_from_db()
     return edition
 
@@ -163,7 +162,7 @@ def test_who_leaves_between_dispatch_and_send_gets_no_digest(smtp, no_enqueue):
     dispatch.edition_dispatch(edition_id=edition.pk)
     Subscriber.objects.filter(pk=leaves.pk).update(status="unsubscribed")
     for first, last in enqueue.batch_ranges(edition):
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert [m.rcpt_to for m in smtp.handler.messages] == [stays.email]
 
 
@@ -204,12 +203,12 @@ def test_a_story_unpublished_or_corrected_after_dispatch_changes_the_next_batche
     dispatch.edition_dispatch(edition_id=edition.pk)
     first, second, third = enqueue.batch_ranges(edition)
 
-    deliveries.deliveries_send(edition_id=edition.pk, first_id=first[0], last_id=first[1])
+    batches.deliveries_send(edition_id=edition.pk, first_id=first[0], last_id=first[1])
     Story.objects.filter(pk=withdrawn.pk).update(status=Story.Status.DRAFT)
-    deliveries.deliveries_send(edition_id=edition.pk, first_id=second[0], last_id=second[1])
+    batches.deliveries_send(edition_id=edition.pk, first_id=second[0], last_id=second[1])
     kept.headline = "Summit ends with a deal after all"
     kept.save()
-    deliveries.deliveries_send(edition_id=edition.pk, first_id=third[0], last_id=third[1])
+    batches.deliveries_send(edition_id=edition.pk, first_id=third[0], last_id=third[1])
 
     by_id = {d.subscriber_id: d.id for d in Delivery.objects.filter(edition=edition)}
     texts = [digest_text(smtp, r.email)[0]

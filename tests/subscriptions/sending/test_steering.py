@@ -3,8 +3,7 @@
 import pytest
 
 from subscriptions.models import Delivery, Edition
-from subscriptions.sending import dispatch, enqueue, steering
-from subscriptions.services import deliveries
+from subscriptions.sending import batches, dispatch, enqueue, steering
 from tests.subscriptions.factories import breaking_story as story
 from tests.subscriptions.factories import category, subscriber
 
@@ -18,10 +17,10 @@ def test_pause_resume_cancel_and_retry_failed(smtp, no_enqueue):
     dispatch.edition_dispatch(edition_id=edition.pk)
     assert steering.edition_pause(edition=edition)
     [(first, last)] = enqueue.batch_ranges(edition)
-    report = deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    report = batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert report.claimed == 0 and "paused" in report.reason and not smtp.handler.messages
     assert steering.edition_resume(edition=edition)
-    deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert len(smtp.handler.messages) == 3
     assert steering.edition_cancel(edition=edition) == 0  # done already: nothing to cancel
 
@@ -29,7 +28,7 @@ def test_pause_resume_cancel_and_retry_failed(smtp, no_enqueue):
     Edition.objects.filter(pk=edition.pk).update(failed=1, sent=2)
     assert steering.edition_retry_failed(edition=edition) == 1
     [(first, last)] = enqueue.batch_ranges(edition)
-    deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     assert len(smtp.handler.to(subs[0].email)) == 2
     edition.refresh_from_db()
     assert (edition.status, edition.failed) == ("done", 0)
@@ -45,5 +44,5 @@ def test_cancel_skips_what_is_left(no_enqueue):
     edition.refresh_from_db()
     assert (edition.status, edition.skipped) == ("cancelled", 4)
     [(first, last)] = enqueue.batch_ranges(edition, statuses=("skipped",))
-    assert deliveries.deliveries_send(edition_id=edition.pk, first_id=first,
+    assert batches.deliveries_send(edition_id=edition.pk, first_id=first,
                                       last_id=last).claimed == 0

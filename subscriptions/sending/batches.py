@@ -20,50 +20,49 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import smtplib
 import time
 import uuid
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import formatdate
 from functools import lru_cache
 
 from django.conf import settings
-from django.core.mail import get_connection
 from django.db import InterfaceError, OperationalError, connection
-from django.db.models import Exists, F, OuterRef, Value
+from django.db.models import Exists, F, OuterRef, QuerySet, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from newsroom.mailconfig import sender_domain
 from newsroom.models import Category, Story
 from subscriptions import edition_content
 from subscriptions.edition_content import PERSONAL_VALUES, Content, ContentError
-from subscriptions.list_headers import list_id, list_unsubscribe, manage_url, unsubscribe_url
-from subscriptions.mime import MessageTemplate, hole
 from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.selectors import PERIOD
+from subscriptions.sending.mime import (
+    MessageTemplate,
+    hole,
+    list_headers_personal,
+    list_headers_shared,
+    manage_url,
+    unsubscribe_url,
+)
 from subscriptions.sending.scheduling import digest_windows_advance
 from subscriptions.sending.steering import edition_fail, edition_finish_if_complete
-from subscriptions.throttle import throttle_acquire
-from subscriptions.transports import (
-    ESP_MERGE,
+from subscriptions.sending.throttle import throttle_acquire
+from subscriptions.sending.transports.base import (
+    DETAIL_LIMIT,
+    Batch,
+    MergeContent,
     Recipient,
     Result,
-    esp_name,
-    merge_opener,
-    send_batch,
+    Transport,
 )
+from subscriptions.sending.transports.choose import transport_get
+from subscriptions.sending.transports.config import sender_domain
 
 logger = logging.getLogger(__name__)
 
-# Messages per pipelined SMTP call (and per outbox call): about 40 ms of sending
-# at the SMTP ceiling, the most a pause or cancel can let through; a call is one
-# state read, so 1,000 messages cost four.
-PREBUILT_CALL_SIZE = 250
 # A batch reads its edition's state before a call that follows a wait for the rate
 # limit, or this long after its last read: back-to-back calls (a digest's many
 # small ESP calls) share one read, and a pause or cancel is seen within 50 ms.
@@ -128,12 +127,7 @@ class _Contents:
         template = MessageTemplate(
             subject=content.subject, from_email=settings.DEFAULT_FROM_EMAIL,
             text=content.text, html=content.html, reply_to=self.reply_to,
-            headers={
-                "List-Id": list_id(content.list_key),
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                "List-Post": "NO",
-                "Precedence": "bulk",
-            },
+            headers=list_headers_shared(list_key=content.list_key),
         )
         self.templates[key] = _CONTENT_CACHE[cache_key] = (content, template)
         while len(_CONTENT_CACHE) > _CONTENT_CACHE_SIZE:
@@ -197,37 +191,45 @@ def deliveries_send(*, edition_id: int, first_id: int, last_id: int) -> BatchRep
         status=Delivery.Status.SENDING, claim=claim, claimed_at=timezone.now(),
         attempts=F("attempts") + 1,
     ):
-        rows = []
-        gone = []  # who unsubscribed or bounced (or stopped alerts) since the edition started
-        claimed = batch.filter(claim=claim).order_by("id")
-        if edition.kind == Edition.Kind.ALERT:
-            claimed = claimed.annotate(follows=Exists(Subscriber.categories.through.objects.filter(
-                subscriber_id=OuterRef("subscriber_id"),
-                category_id=edition.audience["category_id"],
-            )))
-        else:
-            claimed = claimed.annotate(follows=Value(True))
-        for delivery_id, subscriber_id, email, window_start, status, wants_alerts, follows in (
-            claimed.values_list(
-                "id", "subscriber_id", "subscriber__email", "window_start",
-                "subscriber__status", "subscriber__wants_alerts", "follows",
-            )
-        ):
-            if status != Subscriber.Status.ACTIVE or (
-                    edition.kind == Edition.Kind.ALERT and not (wants_alerts and follows)):
-                gone.append(delivery_id)
-            else:
-                rows.append((delivery_id, subscriber_id, email, window_start))
-        if gone:
-            report.skipped = Delivery.objects.filter(id__in=gone).update(
-                status=Delivery.Status.SKIPPED, claim=None,
-                last_error="subscriber no longer wants it",
-            )
+        rows = _still_wanted(edition, batch.filter(claim=claim).order_by("id"), report)
         report.claimed = len(rows)
         if rows:
             _send_claimed(edition, claim, rows, report)
     _retrying_db(_record_progress, edition, report)
     return report
+
+
+def _still_wanted(edition: Edition, claimed: QuerySet[Delivery], report: BatchReport
+                  ) -> list[tuple]:
+    """The claimed (delivery id, subscriber id, email, window start) rows whose reader
+    still wants the edition; who unsubscribed or bounced (or, for an alert, stopped
+    following its category) since it started is skipped."""
+    if edition.kind == Edition.Kind.ALERT:
+        claimed = claimed.annotate(follows=Exists(Subscriber.categories.through.objects.filter(
+            subscriber_id=OuterRef("subscriber_id"),
+            category_id=edition.audience["category_id"],
+        )))
+    else:
+        claimed = claimed.annotate(follows=Value(True))
+    rows = []
+    gone = []
+    for delivery_id, subscriber_id, email, window_start, status, wants_alerts, follows in (
+        claimed.values_list(
+            "id", "subscriber_id", "subscriber__email", "window_start",
+            "subscriber__status", "subscriber__wants_alerts", "follows",
+        )
+    ):
+        if status != Subscriber.Status.ACTIVE or (
+                edition.kind == Edition.Kind.ALERT and not (wants_alerts and follows)):
+            gone.append(delivery_id)
+        else:
+            rows.append((delivery_id, subscriber_id, email, window_start))
+    if gone:
+        report.skipped = Delivery.objects.filter(id__in=gone).update(
+            status=Delivery.Status.SKIPPED, claim=None,
+            last_error="subscriber no longer wants it",
+        )
+    return rows
 
 
 # Once a batch is handed over, its outcomes exist only in this process: a
@@ -264,7 +266,7 @@ def _recipient(edition: Edition, delivery_id: int, subscriber_id: int, email: st
         delivery_id=delivery_id, email=email,
         values={"email": email, "unsubscribe_url": unsubscribe,
                 "manage_url": manage_url(subscriber_id=subscriber_id, email=email)},
-        headers={"List-Unsubscribe": list_unsubscribe(unsubscribe)},
+        headers=list_headers_personal(unsubscribe_url=unsubscribe),
         message_id=_message_id(edition.pk, subscriber_id),
     )
 
@@ -299,46 +301,58 @@ def _render(template: MessageTemplate, recipient: Recipient, date: str) -> bytes
 
 @dataclass
 class _Call:
-    """One transport call: recipients and, on an ESP's merge road, their one content."""
+    """One transport call: recipients and, on a merge road, their one content."""
 
     recipients: list[Recipient]
     content: Content | None = None
 
 
-def _calls(prepared: _Prepared, connection) -> list[_Call]:
+def _calls(prepared: _Prepared, transport: Transport) -> list[_Call]:
     """The batch cut into transport calls, each small enough that a pause or
     cancel stops the batch within one of them."""
     rate = settings.NEWSROOM_SEND_RATE
     paced = max(1, rate // 4) if rate > 0 else None  # a quarter second's worth
+    size = min(transport.batch_limit, paced or transport.batch_limit)
     groups = [(prepared.contents.templates[key][0], recipients)
               for key, recipients in prepared.by_variant.items()]
-    if hasattr(connection, "send_prebuilt") or esp_name(connection) not in ESP_MERGE:
-        # Prebuilt bytes: any mix of contents in one call. One by one: one message a call.
-        size = PREBUILT_CALL_SIZE if hasattr(connection, "send_prebuilt") else 1
-        size = min(size, paced or size)
+    if not transport.merges:  # prebuilt messages: any mix of contents in one call
         everyone = [r for _content, recipients in groups for r in recipients]
         return [_Call(everyone[i : i + size]) for i in range(0, len(everyone), size)]
-    # An ESP batch call holds one content: one call (or more) per content. A content
-    # that spells the ESP's merge syntax itself goes one message at a time, or the
-    # ESP would fill in what the editor wrote.
-    esp = esp_name(connection)
-    opener = merge_opener(esp)
-    size = ESP_MERGE[esp][1]
-    size = min(size, paced or size)
+    # A merged call holds one content: one call (or more) per content. A content
+    # the transport can't merge (it spells the ESP's merge syntax itself, which
+    # the ESP would fill in) goes one message at a time.
     calls = []
     for content, recipients in groups:
-        if any(opener in part for part in (content.subject, content.text, content.html)):
-            calls += [_Call([r]) for r in recipients]
-        else:
+        if transport.can_merge(content.subject, content.text, content.html):
             calls += [_Call(recipients[i : i + size], content)
                       for i in range(0, len(recipients), size)]
+        else:
+            calls += [_Call([r]) for r in recipients]
     return calls
 
 
 def _send_claimed(edition: Edition, claim: uuid.UUID, rows: list[tuple],
                   report: BatchReport) -> None:
+    """Prepare the claimed rows, hand them over call by call, record the outcomes."""
+    prepared = _prepare_or_stop(edition, claim, rows, report)
+    if prepared is None:
+        return
+    subscriber_of = {row[0]: row[1] for row in rows}
+    if prepared.nothing_new:  # their categories had nothing in the window after all
+        report.skipped += Delivery.objects.filter(id__in=prepared.nothing_new).update(
+            status=Delivery.Status.SKIPPED, claim=None, last_error="nothing new"
+        )
+        digest_windows_advance(edition=edition, subscriber_ids=[
+            subscriber_of[delivery_id] for delivery_id in prepared.nothing_new])
+    results = _hand_over(edition, claim, prepared, report)
+    _retrying_db(_record_results, edition, results, report, prepared.revision, subscriber_of)
+
+
+def _prepare_or_stop(edition: Edition, claim: uuid.UUID, rows: list[tuple],
+                     report: BatchReport) -> _Prepared | None:
+    """The batch's messages; None if they cannot be built (the rows given back)."""
     try:
-        prepared = _prepare(edition, rows)
+        return _prepare(edition, rows)
     except Exception as exc:
         # Nothing was handed to a transport: the rows go back, not counted as
         # possible duplicates. A database blip is retried by the task; anything
@@ -352,64 +366,36 @@ def _send_claimed(edition: Edition, claim: uuid.UUID, rows: list[tuple],
         edition_fail(edition_id=edition.pk, reason=str(exc) if isinstance(exc, ContentError)
                      else f"the message could not be built: {exc!r}")
         report.reason = f"content error: {exc}"
-        return
-    subscriber_of = {row[0]: row[1] for row in rows}
-    if prepared.nothing_new:  # their categories had nothing in the window after all
-        report.skipped += Delivery.objects.filter(id__in=prepared.nothing_new).update(
-            status=Delivery.Status.SKIPPED, claim=None, last_error="nothing new"
-        )
-        digest_windows_advance(edition=edition, subscriber_ids=[
-            subscriber_of[delivery_id] for delivery_id in prepared.nothing_new])
+        return None
+
+
+def _hand_over(edition: Edition, claim: uuid.UUID, prepared: _Prepared,
+               report: BatchReport) -> list[Result]:
+    """Each call after its share of the rate and, when due, a look at the edition's
+    state: paused, cancelled or failed meanwhile, the rest is given back."""
     date = formatdate(usegmt=True)
-    connection = get_connection()
+    transport = transport_get()
     template_of = {r.delivery_id: prepared.contents.templates[key][1]
                    for key, recipients in prepared.by_variant.items() for r in recipients}
-    calls = _calls(prepared, connection)
+    calls = _calls(prepared, transport)
     results: list[Result] = []
     checked = time.monotonic()  # deliveries_send read the state just before the claim
-    with _session(connection):
+    with transport.session():
         for index, call in enumerate(calls):
             waited = throttle_acquire(len(call.recipients))
             if waited or time.monotonic() - checked >= STATE_CHECK_INTERVAL:
                 state, checked = _edition_state(edition.pk), time.monotonic()
-                if state != Edition.Status.SENDING:  # paused, cancelled or failed meanwhile
+                if state != Edition.Status.SENDING:
                     left = [r.delivery_id for later in calls[index:] for r in later.recipients]
                     report.skipped += _retrying_db(_give_back, edition, claim, left, state)
                     report.reason = f"edition {state}: {len(left)} deliveries given back"
                     break
-            results += _send_call(connection, call, template_of, date)
-    _retrying_db(_record_results, edition, results, report, prepared.revision, subscriber_of)
-
-
-def _send_call(connection, call: _Call, template_of, date: str) -> list[Result]:
-    try:
-        return send_batch(
-            connection=connection, from_email=settings.DEFAULT_FROM_EMAIL,
-            recipients=call.recipients,
-            esp_content=_esp_content(call.content) if call.content is not None else None,
-            render=lambda r: _render(template_of[r.delivery_id], r, date),
-        )
-    except (smtplib.SMTPException, OSError) as exc:
-        # Only opening a session raises here (a session that breaks mid-call is
-        # reported per message): nothing was handed over, so it is retried later.
-        return [Result(r.delivery_id, "retry", f"cannot connect: {exc}"[:500])
-                for r in call.recipients]
-
-
-@contextmanager
-def _session(connection) -> Iterator[None]:
-    """One connection (SMTP session, HTTP session) for all of a batch's calls."""
-    opener = getattr(connection, "prebuilt_session", None)
-    if opener is not None:
-        with opener():
-            yield
-        return
-    opened = connection.open()
-    try:
-        yield
-    finally:
-        if opened:
-            connection.close()
+            results += transport.send(Batch(
+                from_email=settings.DEFAULT_FROM_EMAIL, recipients=call.recipients,
+                render=lambda r: _render(template_of[r.delivery_id], r, date),
+                merge=_merge_content(call.content) if call.content is not None else None,
+            ))
+    return results
 
 
 def _edition_state(edition_id: int) -> str | None:
@@ -429,8 +415,8 @@ def _give_back(edition: Edition, claim: uuid.UUID, ids: list[int], state: str | 
     return 0
 
 
-def _esp_content(content: Content):
-    """(subject, text, html) with the holes spelt in an ESP's merge syntax."""
+def _merge_content(content: Content) -> MergeContent:
+    """(subject, text, html) with the holes spelt in a merge syntax."""
 
     def spell(syntax: str) -> tuple[str, str, str]:
         text, html = content.text, content.html
@@ -489,11 +475,10 @@ def edition_send_test(*, edition: Edition, to: str, as_subscriber: Subscriber | 
         subject=subject, from_email=settings.DEFAULT_FROM_EMAIL, text=text, html=html,
     ).render(to=to, message_id=_message_id(edition.pk, 0).replace("<e", "<test.e"),
              date=formatdate(usegmt=True), values={})
-    results = send_batch(
-        connection=get_connection(), from_email=settings.DEFAULT_FROM_EMAIL,
-        recipients=[Recipient(0, to, {}, {}, "")], render=lambda r: raw,
-        esp_content=lambda syntax: (subject, text, html),
-    )
+    results = transport_get().send(Batch(
+        from_email=settings.DEFAULT_FROM_EMAIL, recipients=[Recipient(0, to, {}, {}, "")],
+        render=lambda r: raw, merge=lambda syntax: (subject, text, html),
+    ))
     return all(r.status == "sent" for r in results)
 
 
@@ -546,7 +531,7 @@ def _record_results(edition: Edition, results, report: BatchReport,
 def _group(results) -> dict[str, list[int]]:
     grouped: dict[str, list[int]] = defaultdict(list)
     for r in results:
-        grouped[r.detail[:500]].append(r.delivery_id)
+        grouped[r.detail[:DETAIL_LIMIT]].append(r.delivery_id)
     return grouped
 
 

@@ -19,10 +19,10 @@ from anymail.exceptions import AnymailRequestsAPIError
 from django.core import mail
 from django.core.mail import EmailMultiAlternatives, get_connection
 
-from subscriptions import transports
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.sending import dispatch, enqueue
-from subscriptions.services import deliveries
+from subscriptions.sending import batches, dispatch, enqueue
+from subscriptions.sending.transports.base import Batch, Recipient
+from subscriptions.sending.transports.esp import MailgunTransport
 from subscriptions.tokens import Purpose, token_read
 from tests.fake_esp import FakeMailgun, send_editions_through
 from tests.mailbox import unsubscribe_link
@@ -53,7 +53,7 @@ def mailgun(fake: FakeMailgun, settings, monkeypatch: pytest.MonkeyPatch,
             no_enqueue: None) -> FakeMailgun:
     """Editions go out through anymail's real Mailgun backend, to the fake."""
     send_editions_through(settings, fake)
-    monkeypatch.setitem(transports.ESP_MERGE, "mailgun", ("%recipient.{}%", LIMIT))
+    monkeypatch.setattr(MailgunTransport, "batch_limit", LIMIT)
     return fake
 
 
@@ -66,7 +66,7 @@ def alert_to(count: int) -> tuple[Edition, list[Subscriber]]:
 def rerun(edition: Edition) -> None:
     """What the next batch run (a retry) does: send what is still queued."""
     for first, last in enqueue.batch_ranges(edition):
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     edition.refresh_from_db()
 
 
@@ -199,19 +199,19 @@ def test_transient_errors_fail_after_the_last_attempt(mailgun, settings):
 
 
 def test_the_real_mailgun_limit_is_respected(fake, settings):
-    """1,001 recipients: two calls through send_batch; one call of 1,001 is refused."""
+    """1,001 recipients: two calls through the transport; one call of 1,001 is refused."""
     settings.ANYMAIL = {"MAILGUN_API_KEY": "key", "MAILGUN_SENDER_DOMAIN": "mg.example.com",
                         "MAILGUN_API_URL": fake.url}
     connection = get_connection("anymail.backends.mailgun.EmailBackend")
     recipients = [
-        transports.Recipient(i, f"r{i}@example.com", {"email": f"r{i}@example.com"},
-                             {"List-Unsubscribe": f"<https://example.com/u/{i}/>"}, "")
+        Recipient(i, f"r{i}@example.com", {"email": f"r{i}@example.com"},
+                  {"List-Unsubscribe": f"<https://example.com/u/{i}/>"}, "")
         for i in range(1001)
     ]
-    results = transports.send_batch(
-        connection=connection, from_email="News <news@example.com>", recipients=recipients,
-        render=lambda r: b"", esp_content=lambda s: ("Hi", "To " + s.format("email"), "<p/>"),
-    )
+    results = MailgunTransport(connection).send(Batch(
+        from_email="News <news@example.com>", recipients=recipients, render=lambda r: b"",
+        merge=lambda s: ("Hi", "To " + s.format("email"), "<p/>"),
+    ))
     assert [c.recipients for c in fake.calls] == [1000, 1]
     assert {r.status for r in results} == {"sent"} and len(results) == 1001
     assert fake.to("r1000@example.com")[0].text == "To r1000@example.com"
@@ -288,7 +288,7 @@ def test_a_backend_without_batch_api_gets_one_correct_message_per_reader(setting
 
 
 def test_an_api_backend_without_batch_support_gets_the_whole_message(settings, no_enqueue):
-    """ESPs outside ESP_MERGE (Postmark, Resend, ...) read an EmailMessage's fields,
+    """ESPs without a merge road (Postmark, Resend, ...) read an EmailMessage's fields,
     not its MIME: the prebuilt message must fill them (bodies, Reply-To, headers)."""
     settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
     settings.EMAIL_TRANSPORT = "test"

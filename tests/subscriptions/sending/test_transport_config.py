@@ -1,13 +1,9 @@
-"""EMAIL_URL parsing and the outbox backend."""
-
-import email
-from email import policy
+"""EMAIL_URL parsing (sending/transports/config.py)."""
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.core.mail import EmailMultiAlternatives, get_connection
 
-from newsroom.mailconfig import email_settings
+from subscriptions.sending.transports.config import email_settings
 
 
 def parse(url, **environ):
@@ -16,13 +12,13 @@ def parse(url, **environ):
 
 def test_outbox_is_the_default():
     conf = parse("")
-    assert conf["EMAIL_BACKEND"] == "newsroom.mail.OutboxBackend"
+    assert conf["EMAIL_BACKEND"] == "subscriptions.sending.transports.outbox.OutboxBackend"
     assert conf["EMAIL_TRANSPORT"] == "outbox"
 
 
 def test_smtp_url():
     conf = parse("smtp://mailer:s%3Acret@smtp.example.com:587?tls=1&timeout=5")
-    assert conf["EMAIL_BACKEND"] == "newsroom.mail.SMTPBackend"
+    assert conf["EMAIL_BACKEND"] == "subscriptions.sending.transports.smtp.SMTPBackend"
     assert (conf["EMAIL_HOST"], conf["EMAIL_PORT"]) == ("smtp.example.com", 587)
     assert (conf["EMAIL_HOST_USER"], conf["EMAIL_HOST_PASSWORD"]) == ("mailer", "s:cret")
     assert conf["EMAIL_USE_TLS"] is True and conf["EMAIL_USE_SSL"] is False
@@ -73,25 +69,3 @@ def test_unknown_esp_is_refused():
 def test_unknown_scheme_is_refused():
     with pytest.raises(ImproperlyConfigured, match="EMAIL_URL must start with"):
         parse("http://mail.example.com")
-
-
-def test_outbox_backend_writes_one_eml_file_per_message(tmp_path):
-    connection = get_connection("newsroom.mail.OutboxBackend", file_path=str(tmp_path))
-    messages = []
-    for n in range(3):
-        msg = EmailMultiAlternatives(
-            f"Subject {n} – ünïcode",  # noqa: RUF001
-            "Plain body", "news@example.com", [f"r{n}@example.com"],
-            connection=connection,
-        )
-        msg.attach_alternative("<p>HTML body</p>", "text/html")
-        messages.append(msg)
-    assert connection.send_messages(messages) == 3
-    files = sorted(tmp_path.glob("*.eml"))
-    assert len(files) == 3
-    assert not list(tmp_path.glob("*.part"))
-    parsed = email.message_from_bytes(files[0].read_bytes(), policy=policy.default)
-    assert parsed["To"] in {"r0@example.com", "r1@example.com", "r2@example.com"}
-    assert parsed["Subject"].startswith("Subject ")
-    assert parsed.get_body(("html",)).get_content().strip() == "<p>HTML body</p>"
-    assert parsed.get_body(("plain",)).get_content().strip() == "Plain body"

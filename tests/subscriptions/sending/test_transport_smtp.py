@@ -16,14 +16,15 @@ from typing import Any
 
 import pytest
 
-from newsroom.mail import SMTPBackend
-from newsroom.smtp_pipelining import (
+from subscriptions.sending.transports.base import Batch, Recipient
+from subscriptions.sending.transports.smtp import (
     Envelope,
     Outcome,
     PipeliningConnection,
+    SMTPBackend,
+    SMTPTransport,
     TransactionInterrupted,
 )
-from subscriptions import transports
 from tests.settings_helpers import free_port
 from tests.smtp_sink import SinkHandler, SMTPSink
 
@@ -219,17 +220,16 @@ def test_a_connection_lost_mid_batch_says_what_is_known(connection, handler):
 
 
 def test_the_backend_retries_what_a_lost_connection_left_unknown(server, handler, settings):
-    """Through transports: known outcomes kept, ambiguous and unreached ones retried."""
+    """Through the transport: known outcomes kept, ambiguous and unreached ones retried."""
     handler.hang_up_on.add("lost@example.com")
     backend = SMTPBackend(host="127.0.0.1", port=server.port, username="", password="",
                           use_tls=False, use_ssl=False, timeout=5)
     addresses = ["ok@example.com", "lost@example.com", "never@example.com"]
-    recipients = [transports.Recipient(i, a, {}, {}, "") for i, a in enumerate(addresses)]
-    results = transports.send_batch(
-        connection=backend, from_email=f"News <{SENDER}>", recipients=recipients,
+    recipients = [Recipient(i, a, {}, {}, "") for i, a in enumerate(addresses)]
+    results = SMTPTransport(backend).send(Batch(
+        from_email=f"News <{SENDER}>", recipients=recipients,
         render=lambda r: envelope(r.delivery_id, r.email).data,
-        esp_content=lambda syntax: ("", "", ""),
-    )
+    ))
     assert [(r.delivery_id, r.status) for r in results] == [(0, "sent"), (1, "retry"),
                                                             (2, "retry")]
     assert all("connection lost" in r.detail for r in results[1:])

@@ -13,18 +13,19 @@ import hmac
 import itertools
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection
+from django.core.mail import get_connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
-from subscriptions import transports
 from subscriptions.edition_content import ViewKey
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.sending import dispatch, enqueue, scheduling
-from subscriptions.services import deliveries
-from subscriptions.transports import Result
+from subscriptions.sending import batches, dispatch, enqueue, scheduling
+from subscriptions.sending.transports.base import Batch, Result
+from subscriptions.sending.transports.esp import MailgunTransport
 from tests.fake_esp import FakeMailgun, send_editions_through
 from tests.subscriptions.factories import category, subscriber
 from tests.subscriptions.sending.test_scheduling import publish
@@ -67,8 +68,8 @@ def digest_readers() -> Edition:
     return edition
 
 
-def batches(edition: Edition) -> list[deliveries.BatchReport]:
-    return [deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+def run_batches(edition: Edition) -> list[batches.BatchReport]:
+    return [batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
             for first, last in enqueue.batch_ranges(edition)]
 
 
@@ -76,7 +77,7 @@ def test_an_esp_digest_records_each_readers_call_id_in_one_statement(mailgun, se
     settings.NEWSROOM_BATCH_SIZE = 1000
     edition = digest_readers()
     with CaptureQueriesContext(connection) as queries:
-        [report] = batches(edition)
+        [report] = run_batches(edition)
 
     assert (report.claimed, report.sent, report.failed, report.skipped) == (30, 30, 0, 0)
     assert mailgun.call_count == 15
@@ -110,7 +111,7 @@ def test_a_digest_batch_needs_no_category_query(mailgun):
     [edition] = scheduling.digests_schedule(now=DUE + timedelta(minutes=1))
     dispatch.edition_dispatch(edition_id=edition.pk)
     with CaptureQueriesContext(connection) as queries:
-        [report] = batches(edition)
+        [report] = run_batches(edition)
     assert report.sent == 1
     assert not any('FROM "newsroom_category"' in q["sql"] for q in queries.captured_queries)
 
@@ -136,11 +137,11 @@ def claimed() -> tuple[Edition, list[Delivery]]:
 
 
 def test_recording_writes_each_outcome_exactly_as_before(claimed, monkeypatch):
-    monkeypatch.setattr(deliveries.timezone, "now", lambda: NOW)
+    monkeypatch.setattr(batches.timezone, "now", lambda: NOW)
     edition, rows = claimed
     plain, shared1, shared2, own, retry, failed, untouched, mta, own3, own4 = rows
-    report = deliveries.BatchReport()
-    deliveries._record_results(edition, [
+    report = batches.BatchReport()
+    batches._record_results(edition, [
         Result(own3.pk, "sent", esp_message_id="<call-3@mg>"),
         Result(own4.pk, "sent", esp_message_id="<call-4@mg>"),
         Result(plain.pk, "sent"),
@@ -172,11 +173,11 @@ def test_recording_writes_each_outcome_exactly_as_before(claimed, monkeypatch):
 
 
 def test_many_ids_are_recorded_in_statements_of_bounded_size(claimed, monkeypatch):
-    monkeypatch.setattr(deliveries, "_SENT_ROWS_PER_STATEMENT", 3)
+    monkeypatch.setattr(batches, "_SENT_ROWS_PER_STATEMENT", 3)
     edition, rows = claimed
     results = [Result(d.pk, "sent", esp_message_id=f"<id-{d.pk}>") for d in rows]
     with CaptureQueriesContext(connection) as queries:
-        deliveries._record_results(edition, results, deliveries.BatchReport())
+        batches._record_results(edition, results, batches.BatchReport())
     assert len(queries.captured_queries) == 4  # 3 + 3 + 3 + 1 rows
     assert {d.pk: d.message_id for d in Delivery.objects.all()} == {
         d.pk: f"<id-{d.pk}>" for d in rows}
@@ -194,7 +195,7 @@ def test_readers_who_left_since_the_dispatch_are_skipped_at_the_claim(smtp, no_e
     Subscriber.objects.filter(pk=leaves.pk).update(status=Subscriber.Status.UNSUBSCRIBED)
     Subscriber.objects.filter(pk=quiet.pk).update(wants_alerts=False)
 
-    [report] = batches(edition)
+    [report] = run_batches(edition)
     assert (report.claimed, report.sent, report.skipped) == (1, 1, 2)
     assert [m.rcpt_to for m in smtp.handler.messages] == [stays.email]
     for sub in (leaves, quiet):
@@ -211,28 +212,27 @@ def test_message_ids_are_keyed_by_the_current_secret(settings):
         return f"<e12.s34.{mac}@{domain}>"
 
     settings.DEFAULT_FROM_EMAIL = "Newsroom <news@news.example>"
-    assert deliveries._message_id(12, 34) == expected(settings.SECRET_KEY, "news.example")
-    assert deliveries._message_id(12, 34) == deliveries._message_id(12, 34)
+    assert batches._message_id(12, 34) == expected(settings.SECRET_KEY, "news.example")
+    assert batches._message_id(12, 34) == batches._message_id(12, 34)
     settings.SECRET_KEY = "a-rotated-secret-key-for-this-test-only"
     settings.DEFAULT_FROM_EMAIL = "news@other.example"
-    assert deliveries._message_id(12, 34) == expected(settings.SECRET_KEY, "other.example")
+    assert batches._message_id(12, 34) == expected(settings.SECRET_KEY, "other.example")
 
 
 def test_an_esp_without_ids_leaves_message_ids_alone(mailgun, monkeypatch):
     """Sent rows without an id take the plain update (as over SMTP)."""
-    real = transports._send_esp_batches
+    class MailgunWithoutIds(MailgunTransport):
+        def send(self, batch: Batch) -> list[Result]:
+            return [Result(r.delivery_id, r.status, r.detail) for r in super().send(batch)]
 
-    def without_ids(*args, **kwargs):
-        return [Result(r.delivery_id, r.status, r.detail) for r in real(*args, **kwargs)]
-
-    monkeypatch.setattr(transports, "_send_esp_batches", without_ids)
+    monkeypatch.setattr(batches, "transport_get", lambda: MailgunWithoutIds(get_connection()))
     cat = category("policy")
     for i in range(3):
         subscriber(f"r{i}@example.com", categories=[cat])
     edition = dispatch.edition_create_alert(story=story(cat), by=None)
     dispatch.edition_dispatch(edition_id=edition.pk)
     with CaptureQueriesContext(connection) as queries:
-        [report] = batches(edition)
+        [report] = run_batches(edition)
     assert report.sent == 3
     assert not any("FROM (VALUES" in q["sql"] for q in queries.captured_queries)
     assert set(Delivery.objects.values_list("status", "message_id")) == {("sent", "")}
@@ -244,7 +244,7 @@ def test_a_batch_reads_its_claimed_rows_within_its_id_range(mailgun):
     edition = digest_readers()
     [(first, last)] = enqueue.batch_ranges(edition)
     with CaptureQueriesContext(connection) as queries:
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     by_claim = [q["sql"] for q in queries.captured_queries
                 if q["sql"].startswith("SELECT") and '"claim" =' in q["sql"]]
     assert by_claim, "the claimed rows are read back by their claim"
@@ -252,29 +252,32 @@ def test_a_batch_reads_its_claimed_rows_within_its_id_range(mailgun):
         assert '"id" >=' in sql and '"id" <=' in sql, sql
 
 
-def _flaky_recording(monkeypatch: pytest.MonkeyPatch, failures: int) -> None:
-    """The database fails the first `failures` attempts to record, as across a
-    PostgreSQL restart; the messages were handed over already."""
-    from django.db import OperationalError
-
-    original = deliveries._record_results
+@contextmanager
+def flaky_recording(failures: int) -> Iterator[None]:
+    """The database refuses the first `failures` statements that record a delivery as
+    sent, as across a PostgreSQL restart; the messages were handed over already."""
     left = [failures]
 
-    def record(*args):
-        if left[0]:
+    def refuse(execute, sql, params, many, context):
+        if left[0] and sql.startswith("UPDATE") and "sent_at" in sql:
             left[0] -= 1
             raise OperationalError("server closed the connection unexpectedly")
-        return original(*args)
+        return execute(sql, params, many, context)
 
-    monkeypatch.setattr(deliveries, "_record_results", record)
-    monkeypatch.setattr(deliveries, "RECORD_RETRY_DELAYS", (0.0, 0.0, 0.0))
+    with connection.execute_wrapper(refuse):
+        yield
+
+
+@pytest.fixture
+def no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batches, "RECORD_RETRY_DELAYS", (0.0, 0.0, 0.0))
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_database_blip_after_the_hand_over_sends_nobody_twice(mailgun, monkeypatch):
+def test_a_database_blip_after_the_hand_over_sends_nobody_twice(mailgun, no_pause):
     edition = digest_readers()
-    _flaky_recording(monkeypatch, failures=2)
-    batches(edition)
+    with flaky_recording(failures=2):
+        run_batches(edition)
     edition.refresh_from_db()
     assert set(Delivery.objects.filter(edition=edition).values_list("status", flat=True)) == {
         Delivery.Status.SENT}
@@ -283,14 +286,11 @@ def test_a_database_blip_after_the_hand_over_sends_nobody_twice(mailgun, monkeyp
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_database_that_stays_down_fails_the_task_with_the_rows_held(mailgun, monkeypatch):
+def test_a_database_that_stays_down_fails_the_task_with_the_rows_held(mailgun, no_pause):
     """Then the task's retry finds them claimed, and editions_reconcile releases
     them after NEWSROOM_CLAIM_TIMEOUT: sent again, counted in `requeued`."""
-    from django.db import OperationalError
-
     edition = digest_readers()
-    _flaky_recording(monkeypatch, failures=99)
-    with pytest.raises(OperationalError):
-        batches(edition)
+    with flaky_recording(failures=99), pytest.raises(OperationalError):
+        run_batches(edition)
     assert set(Delivery.objects.filter(edition=edition).values_list("status", flat=True)) == {
         Delivery.Status.SENDING}

@@ -1,4 +1,4 @@
-"""The ESP batch road's economies (subscriptions/transports.py), against tests.fake_esp.
+"""The ESP merge road's economies (sending/transports/esp.py), against tests.fake_esp.
 
 The calls of a batch share one HTTP session (one kept-alive TCP connection),
 closed after the batch unless the caller had opened it; and the Mailgun
@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import pytest
 from django.core.mail import get_connection
 
-from subscriptions import transports
-from subscriptions.list_headers import manage_url, unsubscribe_url
+from subscriptions.sending.mime import manage_url, unsubscribe_url
+from subscriptions.sending.transports.base import Batch, Recipient, Result
+from subscriptions.sending.transports.esp import ROADS, ESPTransport, MailgunTransport
 from subscriptions.tokens import Purpose, token_read
 from tests.fake_esp import FakeMailgun
 from tests.mailbox import unsubscribe_link
@@ -39,15 +40,23 @@ def connection(fake: FakeMailgun, settings):
 
 @pytest.fixture
 def limit_3(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(transports.ESP_MERGE, "mailgun", (SYNTAX, 3))
+    monkeypatch.setattr(MailgunTransport, "batch_limit", 3)
+
+
+class PlainMailgun(ESPTransport):
+    """Mailgun as any merging ESP: every value in merge_data, headers in merge_headers."""
+
+    name = "mailgun"
+    merge_field = SYNTAX
+    batch_limit = 1000
 
 
 def reader(n: int, email: str | None = None, *, message_id: bool = True,
-           **values: str) -> transports.Recipient:
+           **values: str) -> Recipient:
     """A recipient as deliveries builds one: real link tokens, a stable Message-ID."""
     email = email or f"reader{n}@example.com"
     unsubscribe = unsubscribe_url(subscriber_id=n, email=email)
-    return transports.Recipient(
+    return Recipient(
         delivery_id=1000 + n, email=email,
         values={"email": email, "unsubscribe_url": unsubscribe,
                 "manage_url": manage_url(subscriber_id=n, email=email), **values},
@@ -66,11 +75,12 @@ def content(syntax: str) -> tuple[str, str, str]:
             f'<a href="{v("unsubscribe_url")}">Unsubscribe</a>')
 
 
-def send(connection, recipients: list[transports.Recipient]) -> list[transports.Result]:
-    return transports.send_batch(
-        connection=connection, from_email="News <news@example.com>", recipients=recipients,
-        render=lambda r: b"", esp_content=content,
-    )
+def send(connection, recipients: list[Recipient],
+         road: type[ESPTransport] = MailgunTransport) -> list[Result]:
+    return road(connection).send(Batch(
+        from_email="News <news@example.com>", recipients=recipients,
+        render=lambda r: b"", merge=content,
+    ))
 
 
 def closed(fake: FakeMailgun, number: int, wait: float = 5.0) -> bool:
@@ -147,7 +157,7 @@ BATCHES = {
         reader(1), reader(2, message_id=False), reader(3),
     ],
     "a personal header not made of values": lambda: [
-        transports.Recipient(r.delivery_id, r.email, r.values,
+        Recipient(r.delivery_id, r.email, r.values,
                              {**r.headers, "X-Reader": f"r{r.delivery_id}"}, r.message_id)
         for r in (reader(n) for n in range(3))
     ],
@@ -166,8 +176,7 @@ def test_each_reader_gets_exactly_the_copy_the_plain_payload_gives(
     compact_form = fake.calls[0].form
 
     fake.reset()
-    monkeypatch.setattr(transports, "_LITERAL_MERGE", frozenset())  # every value, merge_headers
-    send(connection, recipients)
+    send(connection, recipients, road=PlainMailgun)
     plain = copies(fake)
     plain_form = fake.calls[0].form
 
@@ -233,9 +242,7 @@ def test_every_batch_esp_takes_per_recipient_headers():
     merge_headers (Mandrill) must take the one-by-one road instead."""
     from anymail.backends.base_requests import RequestsPayload
 
-    from subscriptions.transports import ESP_MERGE
-
-    for esp in ESP_MERGE:
+    for esp in (road.name for road in ROADS):
         module = __import__(f"anymail.backends.{esp}", fromlist=["EmailBackend"])
         payload = next(cls for cls in vars(module).values() if isinstance(cls, type)
                        and issubclass(cls, RequestsPayload) and cls is not RequestsPayload)

@@ -36,7 +36,7 @@ def email_settings(
     email_url: str, environ: Mapping[str, str], *, outbox_dir: Path
 ) -> dict[str, Any]:
     """Settings for the transport named by `email_url`, plus the ANYMAIL dict."""
-    anymail = {
+    anymail: dict[str, Any] = {
         key.removeprefix("ANYMAIL_"): _typed(key, value)
         for key, value in environ.items()
         if key.startswith("ANYMAIL_") and value
@@ -48,7 +48,7 @@ def email_settings(
     parts = urlsplit(email_url or "outbox:")
     scheme = parts.scheme.lower()
     if scheme == "outbox":
-        result["EMAIL_BACKEND"] = "newsroom.mail.OutboxBackend"
+        result["EMAIL_BACKEND"] = "subscriptions.sending.transports.outbox.OutboxBackend"
         result["EMAIL_FILE_PATH"] = str(outbox_dir)
         result["EMAIL_TRANSPORT"] = "outbox"
     elif scheme in {"smtp", "smtps"}:
@@ -56,7 +56,7 @@ def email_settings(
             raise ImproperlyConfigured(f"EMAIL_URL {email_url!r} names no SMTP host")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         result.update(
-            EMAIL_BACKEND="newsroom.mail.SMTPBackend",
+            EMAIL_BACKEND="subscriptions.sending.transports.smtp.SMTPBackend",
             EMAIL_HOST=parts.hostname,
             EMAIL_PORT=parts.port or (465 if scheme == "smtps" else 25),
             EMAIL_HOST_USER=unquote(parts.username or ""),

@@ -18,8 +18,9 @@ from django.core.mail import EmailMultiAlternatives
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from subscriptions import mime
-from subscriptions.mime import HeaderInjection, MessageTemplate, hole
+from subscriptions.sending import mime
+from subscriptions.sending.mime import HeaderInjection, MessageTemplate, hole
+from subscriptions.tokens import Purpose, token_read
 
 DATE = "Thu, 01 Jan 2026 07:00:00 +0000"
 MESSAGE_ID = "<e1.s1.abc@example.com>"
@@ -250,3 +251,35 @@ def test_long_ascii_subjects_are_folded_and_unfold_to_the_same_text():
     assert message["X-Long"] == "a\tb " + "word " * 40 + "x" * 120
     assert str(message["List-Unsubscribe"]).endswith(
         "<mailto:unsubscribe@example.com?subject=unsubscribe>")
+
+
+# --- list headers ------------------------------------------------------------------------
+
+
+def reader_headers(subscriber_id: int, email: str, list_key: str) -> dict[str, str]:
+    """Every list header one reader's message carries, as batches sets them."""
+    url = mime.unsubscribe_url(subscriber_id=subscriber_id, email=email)
+    return {**mime.list_headers_shared(list_key=list_key),
+            **mime.list_headers_personal(unsubscribe_url=url)}
+
+
+def test_list_headers_offer_rfc8058_one_click(settings):
+    settings.SITE_URL = "https://news.example.com"
+    headers = reader_headers(5, "a@example.com", "policy")
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url, mailto = headers["List-Unsubscribe"].split(", ")
+    assert url.startswith("<https://news.example.com/unsubscribe/") and url.endswith("/>")
+    assert mailto == f"<mailto:{settings.NEWSROOM_UNSUBSCRIBE_MAILTO}?subject=unsubscribe>"
+    token = url[1:-2].rsplit("/", 1)[1]
+    assert token_read(token, purpose=Purpose.UNSUBSCRIBE).subscriber_id == 5
+    assert headers["List-Id"] == "Newsroom <policy.lists.news.example.com>"
+    assert all("\r" not in v and "\n" not in v and len(v) < 998 for v in headers.values())
+
+
+def test_the_unsubscribe_mailto_is_configurable_and_can_be_left_out(settings):
+    settings.NEWSROOM_UNSUBSCRIBE_MAILTO = "leave+news@example.org"
+    header = reader_headers(5, "a@example.com", "p")["List-Unsubscribe"]
+    assert header.endswith(", <mailto:leave+news@example.org?subject=unsubscribe>")
+    settings.NEWSROOM_UNSUBSCRIBE_MAILTO = ""
+    header = reader_headers(5, "a@example.com", "p")["List-Unsubscribe"]
+    assert "mailto:" not in header and header.startswith("<http") and "," not in header

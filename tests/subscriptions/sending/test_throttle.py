@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from django.conf import settings
 
-from subscriptions import throttle
+from subscriptions.sending import throttle
 
 RATE = 1000  # messages per second
 SLACK = 2 / RATE  # float rounding and two clocks (Redis's and ours): two tokens' worth
