@@ -85,7 +85,7 @@ def cpu_seconds(pid: int) -> float:
 
 ENGINE_FILES = ("subscriptions/services/deliveries.py", "subscriptions/services/editions.py",
                 "subscriptions/transports.py", "subscriptions/mime.py", "newsroom/mail.py",
-                "newsroom/smtp_pipelining.py", "subscriptions/edition_content.py",
+                "newsroom/smtp_pipelining.py", "subscriptions/sending/content.py",
                 "subscriptions/tasks.py", "newsroom/settings.py")
 
 

@@ -33,8 +33,8 @@ from newsroom.middleware import allow_inline_styles
 from newsroom.models import Category, Operations, Source, Story
 from newsroom.ops.views import OperationsAdmin
 from newsroom.rendering import render_html
-from subscriptions.edition_content import ContentError
 from subscriptions.models import Edition
+from subscriptions.sending.content import ContentError
 from subscriptions.services.editions import (
     ALERT_ENDED_EARLY,
     AlertAlreadySent,

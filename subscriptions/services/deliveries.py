@@ -40,11 +40,11 @@ from django.utils import timezone
 
 from newsroom.mailconfig import sender_domain
 from newsroom.models import Category, Story
-from subscriptions import edition_content
-from subscriptions.edition_content import PERSONAL_VALUES, Content, ContentError
 from subscriptions.list_headers import list_id, list_unsubscribe, manage_url, unsubscribe_url
 from subscriptions.mime import MessageTemplate, hole
 from subscriptions.models import Delivery, Edition, Subscriber
+from subscriptions.sending import content as edition_content
+from subscriptions.sending.content import PERSONAL_VALUES, Content, ContentError
 from subscriptions.services.editions import (
     PERIOD,
     digest_windows_advance,

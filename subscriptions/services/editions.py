@@ -39,9 +39,9 @@ from django.utils import timezone
 
 from newsroom.models import Story
 from newsroom.ops.metrics import reconcile_actions_record
-from subscriptions import edition_content
-from subscriptions.edition_content import ContentError
 from subscriptions.models import Delivery, Edition, Subscriber
+from subscriptions.sending import content as edition_content
+from subscriptions.sending.content import ContentError
 
 logger = logging.getLogger(__name__)
 

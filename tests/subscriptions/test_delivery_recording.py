@@ -20,8 +20,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from subscriptions import transports
-from subscriptions.edition_content import ViewKey
 from subscriptions.models import Delivery, Edition, Subscriber
+from subscriptions.sending.content import ViewKey
 from subscriptions.services import deliveries, editions
 from subscriptions.transports import Result
 from tests.fake_esp import FakeMailgun, send_editions_through

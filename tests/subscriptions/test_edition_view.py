@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from subscriptions.edition_content import ViewKey
+from subscriptions.sending.content import ViewKey
 from subscriptions.services import deliveries, editions
 from tests.subscriptions.factories import category, subscriber
 from tests.subscriptions.test_alerts import story

@@ -23,18 +23,18 @@ import pytest
 from django.conf import settings
 
 from newsroom.models import Story
-from subscriptions.edition_content import (
+from subscriptions.emails import Kind, subscriber_email_build
+from subscriptions.list_headers import list_headers, list_id, manage_url, unsubscribe_url
+from subscriptions.mail_look import NIGHT_INK, NIGHT_PAPER, NIGHT_TINT, contrast
+from subscriptions.mime import MessageTemplate
+from subscriptions.models import Subscriber
+from subscriptions.sending.content import (
     _HOLES,
     Content,
     alert_content,
     digest_content,
     fill_generic,
 )
-from subscriptions.emails import Kind, subscriber_email_build
-from subscriptions.list_headers import list_headers, list_id, manage_url, unsubscribe_url
-from subscriptions.mail_look import NIGHT_INK, NIGHT_PAPER, NIGHT_TINT, contrast
-from subscriptions.mime import MessageTemplate
-from subscriptions.models import Subscriber
 from tests.subscriptions.factories import category, subscriber
 
 pytestmark = pytest.mark.django_db

@@ -1,0 +1,1 @@
+"""Editions and how they reach readers: dispatch, scheduling, steering, batches, content, transports."""
