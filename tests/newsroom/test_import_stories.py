@@ -24,7 +24,8 @@ from newsroom.imports import (
     category_for_import,
     stories_import,
     story_files,
-    story_import_file,
+    story_import,
+    story_read,
 )
 from newsroom.models import Category, Source, Story
 
@@ -60,7 +61,7 @@ def run(*args: str) -> tuple[str, str]:
 
 
 def test_seed_imports():
-    assert story_import_file(SEED) is Outcome.CREATED
+    assert story_import(story_read(SEED)) is Outcome.CREATED
     story = Story.objects.get()
     assert story.slug == "us-china-ai-talks-trump-xi-summit"
     assert story.headline.startswith("US and China Weigh First Official AI Risk Talks")
@@ -99,11 +100,11 @@ def test_reimport_updates_by_slug_and_replaces_sources(tmp_path):
         "  - name: B\n    url: https://www.b.example/2\n"
     )
     path = write(tmp_path, "s.md", story_text(extra=sources))
-    assert story_import_file(path) is Outcome.CREATED
+    assert story_import(story_read(path)) is Outcome.CREATED
     story = Story.objects.get()
     stamp = story.updated_at
 
-    assert story_import_file(path) is Outcome.UNCHANGED
+    assert story_import(story_read(path)) is Outcome.UNCHANGED
     story.refresh_from_db()
     assert story.updated_at == stamp
     assert list(story.sources.values_list("name", "domain")) == [("A", "a.example"),
@@ -111,7 +112,7 @@ def test_reimport_updates_by_slug_and_replaces_sources(tmp_path):
 
     write(tmp_path, "s.md", story_text(extra="sources:\n  - name: C\n    url: https://c.example/\n",
                                        body="New text."))
-    assert story_import_file(path) is Outcome.UPDATED
+    assert story_import(story_read(path)) is Outcome.UPDATED
     story.refresh_from_db()
     assert story.body == "New text."
     assert story.updated_at > stamp
@@ -137,7 +138,7 @@ def test_missing_slug_unknown_category_and_draft(tmp_path):
         "date: 2026-05-08 14:30:00\nstatus: draft\nsummary: Two lines.\n---\nBody.\n"
     ))
     with override_settings(TIME_ZONE="Europe/Paris"):
-        story_import_file(path)
+        story_import(story_read(path))
     story = Story.objects.get()
     assert story.slug == "budget-what-changes-in-2027"
     assert (story.category.slug, story.category.name) == ("science-tech", "Science & Tech")
