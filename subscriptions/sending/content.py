@@ -262,6 +262,7 @@ _SECTION = "subscriptions/editions/_digest_section"
 # Where a page is cut while its CSS is inlined: a comment, which the inliner keeps
 # as it is and which no rendered text can contain (text has its "<" escaped).
 _CUT = "<!--newsroom:cut-->"
+_CUT_SAFE = mark_safe(_CUT)  # noqa: S308 - a constant comment
 
 
 def _page_apart(context: dict) -> tuple[str, str]:
@@ -284,9 +285,6 @@ def _inline_apart(*pieces: str) -> list[str]:
     if len(inlined) != len(pieces):
         raise ValueError(f"CSS inlining changed the {_CUT} marks")
     return inlined
-
-
-_CUT_SAFE = mark_safe(_CUT)  # noqa: S308 - a constant comment
 
 
 @dataclass(frozen=True)
