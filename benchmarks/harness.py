@@ -93,7 +93,7 @@ ENGINE_FILES = ("subscriptions/sending/batches.py", "subscriptions/sending/dispa
                 "subscriptions/sending/transports/smtp.py",
                 "subscriptions/sending/transports/outbox.py",
                 "subscriptions/sending/transports/one_by_one.py",
-                "subscriptions/sending/mime.py", "subscriptions/edition_content.py",
+                "subscriptions/sending/mime.py", "subscriptions/sending/content.py",
                 "subscriptions/tasks.py", "newsroom/settings.py")
 
 

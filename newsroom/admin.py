@@ -33,9 +33,9 @@ from newsroom.middleware import allow_inline_styles
 from newsroom.models import Category, Operations, Source, Story
 from newsroom.ops.views import OperationsAdmin
 from newsroom.rendering import render_html
-from subscriptions.edition_content import ContentError
 from subscriptions.models import Edition
 from subscriptions.selectors import alert_audience, alert_preview, alerts_unfinished
+from subscriptions.sending.content import ContentError
 from subscriptions.sending.dispatch import ALERT_ENDED_EARLY, AlertAlreadySent, edition_create_alert
 from subscriptions.sending.steering import EditionError
 

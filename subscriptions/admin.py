@@ -53,7 +53,6 @@ from newsroom.middleware import allow_inline_styles
 from newsroom.models import Category
 from newsroom.ops.samples import edition_rate_chart
 from subscriptions.addresses import search_term
-from subscriptions.edition_content import ContentError
 from subscriptions.forms import AddressField
 from subscriptions.models import (
     ConsentRecord,
@@ -71,6 +70,7 @@ from subscriptions.selectors import (
     stalled_text,
 )
 from subscriptions.sending.batches import edition_render_for, edition_send_test
+from subscriptions.sending.content import ContentError
 from subscriptions.sending.steering import (
     EditionError,
     edition_cancel,

@@ -22,9 +22,9 @@ from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 
 from newsroom.models import Category, Story
-from subscriptions import edition_content
-from subscriptions.edition_content import ContentError
 from subscriptions.models import Delivery, Edition, Subscriber
+from subscriptions.sending import content as edition_content
+from subscriptions.sending.content import ContentError
 
 AUDIENCE_SLOTS_SHOWN = 6
 PERIOD = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}

@@ -35,10 +35,10 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from newsroom.models import Category, Story
-from subscriptions import edition_content
-from subscriptions.edition_content import PERSONAL_VALUES, Content, ContentError
 from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.selectors import PERIOD
+from subscriptions.sending import content as edition_content
+from subscriptions.sending.content import PERSONAL_VALUES, Content, ContentError
 from subscriptions.sending.mime import (
     MessageTemplate,
     hole,

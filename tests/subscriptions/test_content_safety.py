@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from newsroom.models import Category, Story
-from subscriptions.edition_content import ContentError, alert_content, digest_content
 from subscriptions.mail_look import strip_bidi
+from subscriptions.sending.content import ContentError, alert_content, digest_content
 from subscriptions.sending.mime import HOLE_NONCE, MessageTemplate
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)

@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from subscriptions.edition_content import ViewKey
 from subscriptions.sending import batches, dispatch, enqueue, scheduling
+from subscriptions.sending.content import ViewKey
 from tests.subscriptions.factories import category, subscriber
 from tests.subscriptions.sending.test_scheduling import publish, run
 from tests.subscriptions.test_alerts import story

@@ -23,16 +23,16 @@ import pytest
 from django.conf import settings
 
 from newsroom.models import Story
-from subscriptions.edition_content import (
+from subscriptions.emails import Kind, subscriber_email_build
+from subscriptions.mail_look import NIGHT_INK, NIGHT_PAPER, NIGHT_TINT, contrast
+from subscriptions.models import Subscriber
+from subscriptions.sending.content import (
     _HOLES,
     Content,
     alert_content,
     digest_content,
     fill_generic,
 )
-from subscriptions.emails import Kind, subscriber_email_build
-from subscriptions.mail_look import NIGHT_INK, NIGHT_PAPER, NIGHT_TINT, contrast
-from subscriptions.models import Subscriber
 from subscriptions.sending.mime import (
     MessageTemplate,
     list_headers_personal,

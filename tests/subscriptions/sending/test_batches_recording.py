@@ -21,9 +21,9 @@ from django.core.mail import get_connection
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
-from subscriptions.edition_content import ViewKey
 from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.sending import batches, dispatch, enqueue, scheduling
+from subscriptions.sending.content import ViewKey
 from subscriptions.sending.transports.base import Batch, Result
 from subscriptions.sending.transports.esp import MailgunTransport
 from tests.fake_esp import FakeMailgun, send_editions_through

@@ -1,7 +1,7 @@
 """Digest contents composed from cached sections equal a whole-template render.
 
-`reference_digest` is the way a digest was rendered before sections were
-cached: the digest templates rendered whole, CSS inlined over the whole page.
+`reference_digest` renders a digest the plain way: each section by its
+template, the digest templates around them, CSS inlined over the whole page.
 The composed digest must be byte-identical to it, for any mix of categories,
 windows and awkward text (markup characters, non-ASCII, no dek, long lists).
 """
@@ -16,17 +16,19 @@ import pytest
 from django.conf import settings
 from django.core import signing
 from django.template.loader import render_to_string
+from django.test.signals import template_rendered
+from django.utils.safestring import mark_safe
 
 from newsroom.models import Category, Story
-from subscriptions import edition_content
-from subscriptions.edition_content import (
+from subscriptions.mail_look import look, strip_bidi
+from subscriptions.sending import content
+from subscriptions.sending.content import (
     Content,
     Heading,
     ViewKey,
     digest_content,
     story_summary,
 )
-from subscriptions.mail_look import look, strip_bidi
 from tests.subscriptions.factories import category
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +40,7 @@ def reference_digest(
     edition_id: int, window_start: datetime | None, frequency: str, stories: Sequence[Story],
     categories: Sequence[Category], issue_date: date | None = None,
 ) -> Content:
-    """The whole-template rendering (the implementation before sections were cached)."""
+    """The whole-template rendering, with nothing cached."""
     cap = settings.NEWSROOM_DIGEST_MAX_PER_CATEGORY
     by_category: dict[int, list[Story]] = {}
     for story in sorted(stories, key=lambda s: s.published_at, reverse=True):
@@ -59,7 +61,7 @@ def reference_digest(
     view = ViewKey(edition_id, window_start, tuple(sorted(c.pk for c in categories)))
     context = {
         **look(), "view_url": view.url(),
-        "hole": edition_content._HOLES, "sections": sections, "lead": sections[0][1][0],
+        "hole": content._HOLES, "lead": sections[0][1][0],
         "story_count": sum(len(items) + h.more for h, items in sections),
         "frequency_label": "Weekly" if frequency == "weekly" else "Daily",
         "issue_date": f"{issue_date:%A} {issue_date.day} {issue_date:%B %Y}" if issue_date else "",
@@ -67,13 +69,19 @@ def reference_digest(
                      for h, items in sections],
     }
     template = "subscriptions/editions/digest"
-    preheader = edition_content._preheader(
+    section = "subscriptions/editions/_digest_section"
+    preheader = content._preheader(
         " · ".join(item["headline"] for _, items in sections for item in items))
     context["preheader"] = preheader
     subject = " ".join(render_to_string(f"{template}.subject.txt", context).split())
     context["subject"] = subject
-    html = edition_content._inliner.inline(render_to_string(f"{template}.html", context))
-    text = render_to_string(f"{template}.txt", context)
+    html_sections, text_sections = zip(*(
+        (render_to_string(f"{section}.html", {"category": heading, "stories": items}),
+         render_to_string(f"{section}.txt", {"category": heading, "stories": items}))
+        for heading, items in sections), strict=True)
+    html = content._inliner.inline(render_to_string(
+        f"{template}.html", {**context, "sections": mark_safe("".join(html_sections))}))  # noqa: S308
+    text = render_to_string(f"{template}.txt", {**context, "sections": "\n".join(text_sections)})
     return Content(subject=subject, preheader=preheader, text=text, html=html,
                    list_key=f"digest.{frequency}", story_ids=included)
 
@@ -132,24 +140,25 @@ def test_composed_digests_equal_whole_renders(newsdesk, frozen_signing):
     assert checked > 100
 
 
-def test_each_section_is_rendered_once_however_many_digests_show_it(newsdesk, monkeypatch):
+def test_each_section_is_rendered_once_however_many_digests_show_it(newsdesk):
     passes: list[str] = []
-    render_pass = edition_content._Loop.render_pass
 
-    def counted(loop, section):
-        passes.append(section[0].name)
-        return render_pass(loop, section)
+    def counted(sender, template, context, **kwargs):
+        if template.name.startswith("subscriptions/editions/_digest_section."):
+            passes.append(context["category"].name)
 
-    monkeypatch.setattr(edition_content, "_layout", None)  # nothing cached yet
-    monkeypatch.setattr(edition_content._Loop, "render_pass", counted)
-    stories = list(Story.objects.select_related("category"))
-    with_news = [c for c in newsdesk if any(s.category == c for s in stories)]
-    window_start = END - timedelta(days=7)
-    for combo in itertools.chain.from_iterable(
-            itertools.combinations(newsdesk, n) for n in range(1, len(newsdesk) + 1)):
-        if set(combo) & set(with_news):
-            digest_content(7, window_start, "daily", stories, combo)
-    passes = [name for name in passes if "probe" not in name]
+    content._cache.clear()  # nothing rendered yet
+    template_rendered.connect(counted)
+    try:
+        stories = list(Story.objects.select_related("category"))
+        with_news = [c for c in newsdesk if any(s.category == c for s in stories)]
+        window_start = END - timedelta(days=7)
+        for combo in itertools.chain.from_iterable(
+                itertools.combinations(newsdesk, n) for n in range(1, len(newsdesk) + 1)):
+            if set(combo) & set(with_news):
+                digest_content(7, window_start, "daily", stories, combo)
+    finally:
+        template_rendered.disconnect(counted)
     assert sorted(passes) == sorted(c.name for c in with_news for _template in ("html", "txt"))
 
 
@@ -186,11 +195,11 @@ def test_a_long_section_says_how_many_more_in_each_readers_window(settings, froz
     short = [s for s in stories if s.published_at > END - timedelta(hours=3, minutes=30)]
     short_window = digest_content(7, END - timedelta(hours=3, minutes=30), "daily", short,
                                   [policy])
-    for content, more in ((long_window, 3), (short_window, 1)):
-        assert f"And {more} more in Policy" in content.text
-        assert f"And {more} more in Policy" in content.html
-        assert content.text.count("* Vote") == 2  # the newest two, then the count
-        assert "http://testserver/categories/policy/" in content.text
+    for digest, more in ((long_window, 3), (short_window, 1)):
+        assert f"And {more} more in Policy" in digest.text
+        assert f"And {more} more in Policy" in digest.html
+        assert digest.text.count("* Vote") == 2  # the newest two, then the count
+        assert "http://testserver/categories/policy/" in digest.text
     assert "Policy</a> · 5 stories" in long_window.html
     assert "Policy</a> · 3 stories" in short_window.html
     assert long_window.subject == "Your daily Newsroom: Vote 1 and 4 more"

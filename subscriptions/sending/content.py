@@ -7,8 +7,9 @@ subject, text and CSS-inlined HTML with holes (see `mime.hole`) for the few
 per-recipient values. Callers cache contents under `alert_key`/`digest_key`,
 which name everything a content is made of (each story's revision among it),
 so a correction saved mid-send reaches the next batch. A digest's sections (a
-category's stories) recur across its contents: each is rendered once per
-process and spliced into the frames of the contents that show it.
+category's stories, each rendered by its own template) recur across its
+contents: each is rendered once per process, kept in `_cache` under a key that
+names all it is made of, and joined into the frames of the contents that show it.
 
 What cannot be sent (HTML over the size limit, a template that fails) raises
 `ContentError` with the reason in words: the confirm page shows it, and a send
@@ -18,23 +19,22 @@ that meets it stops and says so (services.editions.edition_fail).
 from __future__ import annotations
 
 import hashlib
-import types
+import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from html import unescape
+from typing import TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import css_inline
 from django.conf import settings
 from django.core import signing
-from django.template import Context
-from django.template.backends.django import Template as DjangoTemplate
-from django.template.defaulttags import ForNode
 from django.template.loader import get_template, render_to_string
 from django.urls import reverse
 from django.utils.html import strip_tags
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from newsroom.models import Category, Story
@@ -209,7 +209,7 @@ def digest_content(
 
     Composed of its frame (subject, preheader, date, "in this issue", links:
     rendered per content) and its sections (rendered once per process, see
-    `_DigestLayout`); the same text as rendering the templates whole. A
+    `_section`); the same text as rendering the templates whole. A
     category with more stories than NEWSROOM_DIGEST_MAX_PER_CATEGORY shows the
     newest and says how many more there are, linking to its page: nothing in
     the reader's window is left out without a word.
@@ -217,8 +217,7 @@ def digest_content(
     by_category: dict[int, list[Story]] = {}
     for story in sorted(stories, key=lambda s: s.published_at, reverse=True):
         by_category.setdefault(story.category_id, []).append(story)
-    layout = _digest_layout()
-    shown = [(category, layout.section(category, by_category[category.pk]))
+    shown = [(category, _section(category, by_category[category.pk]))
              for category in sorted(categories, key=lambda c: (c.order, c.name))
              if category.pk in by_category]
     headlines = [item["headline"] for _category, section in shown for item in section.items]
@@ -236,28 +235,43 @@ def digest_content(
     )
     try:
         context["subject"] = _subject(render_to_string(f"{_DIGEST}.subject.txt", context))
-        html_head, html_tail = _inline_apart(*layout.html.cut(context))
-        text_head, text_tail = layout.text.cut(context)
+        html_head, html_tail = _inline_apart(*_page_apart(context))
+        text = render_to_string(f"{_DIGEST}.txt", {
+            **context, "sections": "\n".join(section.text for _c, section in shown)})
     except Exception as exc:  # a template or inliner failure: no retry will cure it
         raise ContentError(f"the digest could not be built: {exc!r}"[:480]) from exc
     html = html_head + "".join(section.html for _c, section in shown) + html_tail
     _check_size(html)
     shown_ids = {category.pk for category, _section in shown}
     return Content(
-        subject=context["subject"], preheader=context["preheader"], html=html,
-        text=text_head + "".join(section.text for _c, section in shown) + text_tail,
+        subject=context["subject"], preheader=context["preheader"], html=html, text=text,
         list_key=f"digest.{frequency}",
         story_ids=tuple(s.pk for s in stories if s.category_id in shown_ids),
     )
 
 
 # --- Digest sections ----------------------------------------------------------------------
+#
+# A digest is its frame (digest.html/.txt, per content) around its sections
+# (_digest_section.html/.txt, one per category shown), which the frame prints
+# as `{{ sections }}`. A section is the same in every digest that shows it, so
+# it is rendered once per process and kept in `_cache`.
 
 _DIGEST = "subscriptions/editions/digest"
-_SECTIONS_CACHED = 512
+_SECTION = "subscriptions/editions/_digest_section"
 # Where a page is cut while its CSS is inlined: a comment, which the inliner keeps
 # as it is and which no rendered text can contain (text has its "<" escaped).
 _CUT = "<!--newsroom:cut-->"
+_CUT_SAFE = mark_safe(_CUT)  # noqa: S308 - a constant comment
+
+
+def _page_apart(context: dict) -> tuple[str, str]:
+    """The digest page rendered with `context`, before and after its sections."""
+    head, *tail = render_to_string(f"{_DIGEST}.html", {**context, "sections": _CUT_SAFE}
+                                   ).split(_CUT)
+    if len(tail) != 1:
+        raise ValueError(f"{_DIGEST}.html must show {{{{ sections }}}} once")
+    return head, tail[0]
 
 
 def _inline_apart(*pieces: str) -> list[str]:
@@ -275,7 +289,7 @@ def _inline_apart(*pieces: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Heading:
-    """What a section's loop pass knows of its category (`{{ category.… }}`)."""
+    """What a section template knows of its category (`{{ category.… }}`)."""
 
     name: str
     anchor: str  # the id "in this issue" links to
@@ -289,96 +303,91 @@ class _Section:
 
     heading: Heading
     items: list[dict[str, str]]  # headline, summary, url per story
-    html: str  # its pass of the HTML template's sections loop, CSS inlined
-    text: str  # its pass of the text template's sections loop
+    html: str  # _digest_section.html, CSS inlined as within the digest page
+    text: str  # _digest_section.txt
 
 
-# Stands in for a section to find where the sections go: its pass holds a text
-# no real section has, which autoescaping changes.
-_PROBE = (types.SimpleNamespace(name="\x00&probe\x00", anchor="", url="", more=0), [])
+@dataclass(frozen=True)
+class SectionKey:
+    """Everything a section is made of: equal keys, equal sections.
 
-
-class _Loop:
-    """A digest template cut at its `{% for category, stories in sections %}` loop.
-
-    A pass of that loop depends on its section alone, so a whole render is the
-    head, one pass per section, the tail. The head and tail are rendered with
-    the probe as the only section and cut at the probe's pass; the loop node
-    renders a section's pass by itself, as the whole render would (with the
-    autoescaping in force at the loop, learnt from the probe).
+    The stories are named by the fields the section shows, not only by their
+    revision: a queryset update changes a story without counting a revision.
     """
 
-    def __init__(self, template: DjangoTemplate) -> None:
-        self.template = template
-        [self.node] = [node for node in template.template.nodelist.get_nodes_by_type(ForNode)
-                       if str(node.sequence) == "sections"]
-        rendered = template.render({"sections": [_PROBE]})
-        for autoescape in (True, False):
-            self.autoescape = autoescape
-            self.probe = self.render_pass(_PROBE)
-            if rendered.count(self.probe) == 1:
-                break
-        else:
-            raise ValueError(f"{template.origin.name}: cannot find where its sections go")
-
-    def render_pass(self, section: tuple[object, list[dict[str, str]]]) -> str:
-        return self.node.render(Context({"sections": [section]}, autoescape=self.autoescape))
-
-    def cut(self, context: dict) -> tuple[str, str]:
-        """(head, tail): the template rendered with `context`, without sections."""
-        head, probe, tail = self.template.render({**context, "sections": [_PROBE]}).partition(
-            self.probe)
-        if not probe:
-            raise ValueError(f"{self.template.origin.name}: the probe section went missing")
-        return head, tail
+    templates: tuple[object, ...]  # section and page templates as loaded now
+    look: tuple  # `_look_key()`: site, masthead, colours (in the page's CSS), image hosts
+    category: tuple[int, str, str]  # pk, name, slug
+    stories: tuple[tuple[int, int, str, str, str, str], ...]  # pk, revision, slug, headline,
+    # dek, and the body when there is no dek (the summary is taken from it)
+    more: int  # stories in the reader's window past the cap
 
 
-class _DigestLayout:
-    """The digest templates cut at their sections loop, and the sections rendered
-    so far (bounded: the least recently used go first)."""
+@dataclass(frozen=True)
+class PageKey:
+    """A digest page with no content of its own, to inline a new section in."""
 
-    def __init__(self, html: DjangoTemplate, text: DjangoTemplate) -> None:
-        self.compiled = (html.template, text.template)
-        self.html, self.text = _Loop(html), _Loop(text)
-        self.blanks: dict[tuple, tuple[str, str]] = {}  # pages to inline a new section in
-        self.sections: OrderedDict[tuple, _Section] = OrderedDict()
+    template: object
+    look: tuple
 
-    def section(self, category: Category, stories: Sequence[Story]) -> _Section:
-        """The section of `category` holding (the first few of) `stories`, newest first,
-        and how many more the reader's window holds."""
-        cap = settings.NEWSROOM_DIGEST_MAX_PER_CATEGORY
-        more = max(0, len(stories) - cap)
-        stories = stories[:cap]
-        # Everything its rendering reads, so that a cached section is never stale:
-        # the count of stories past the cap differs from one reader's window to another's.
-        key = (_look_key(), category.pk, category.name, category.slug, more, tuple(
-            (s.pk, s.slug, s.headline, s.dek, "" if s.dek else s.body) for s in stories))
-        section = self.sections.get(key)
-        if section is not None:
-            self.sections.move_to_end(key)
-            return section
+
+T = TypeVar("T")
+
+
+class ContentCache:
+    """Rendered pieces that many contents share, each under a key that names all it
+    is made of (so a hit is never stale); bounded, least recently used dropped first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[Hashable, object] = OrderedDict()
+        self._lock = threading.Lock()  # for the threads pool
+
+    def get(self, key: Hashable, build: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return cast(T, self._entries[key])
+        value = build()
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+# A few hundred sections cover every category of a day's digests many times over.
+CONTENT_CACHE_SIZE = 512
+_cache = ContentCache(CONTENT_CACHE_SIZE)
+
+
+def _section(category: Category, stories: Sequence[Story]) -> _Section:
+    """The section of `category` holding (the first few of) `stories`, newest first,
+    and how many more the reader's window holds."""
+    cap = settings.NEWSROOM_DIGEST_MAX_PER_CATEGORY
+    more = max(0, len(stories) - cap)
+    stories = stories[:cap]
+    html, text = get_template(f"{_SECTION}.html"), get_template(f"{_SECTION}.txt")
+    page = get_template(f"{_DIGEST}.html")
+    look_key = _look_key()
+    key = SectionKey(
+        templates=(html.template, text.template, page.template), look=look_key,
+        category=(category.pk, category.name, category.slug), more=more,
+        stories=tuple((s.pk, s.revision, s.slug, s.headline, s.dek, "" if s.dek else s.body)
+                      for s in stories))
+
+    def build() -> _Section:
         heading = Heading(name=category.name, anchor=f"section-{category.slug}",
                           url=settings.SITE_URL + category.get_absolute_url(), more=more)
         items = [{"headline": strip_bidi(s.headline), "summary": story_summary(s),
                   "url": settings.SITE_URL + s.get_absolute_url()} for s in stories]
-        # A page of the current look (its CSS holds the brand colour) to inline it in.
-        blank = self.blanks.get(key[0]) or self.blanks.setdefault(key[0], self.html.cut(look()))
-        html = _inline_apart(blank[0], self.html.render_pass((heading, items)), blank[1])[1]
-        section = self.sections[key] = _Section(
-            heading, items, html, self.text.render_pass((heading, items)))
-        while len(self.sections) > _SECTIONS_CACHED:
-            self.sections.popitem(last=False)
-        return section
+        context = {"category": heading, "stories": items}
+        blank = _cache.get(PageKey(page.template, look_key), lambda: _page_apart(look()))
+        inlined = _inline_apart(blank[0], html.render(context), blank[1])[1]
+        return _Section(heading, items, inlined, text.render(context))
 
-
-_layout: _DigestLayout | None = None
-
-
-def _digest_layout() -> _DigestLayout:
-    """The layout of the digest templates as they are now (a template reloaded in
-    development starts a new one)."""
-    global _layout
-    html, text = get_template(f"{_DIGEST}.html"), get_template(f"{_DIGEST}.txt")
-    if _layout is None or _layout.compiled != (html.template, text.template):
-        _layout = _DigestLayout(html, text)
-    return _layout
+    return _cache.get(key, build)
