@@ -38,10 +38,10 @@ from django.db.models.functions import Coalesce, Power
 from django.utils import timezone
 
 from newsroom.models import Story
-from newsroom.ops.metrics import reconcile_actions_record
 from subscriptions import edition_content
 from subscriptions.edition_content import ContentError
 from subscriptions.models import Delivery, Edition, Subscriber
+from subscriptions.reconcile_counters import reconcile_actions_record
 
 logger = logging.getLogger(__name__)
 
