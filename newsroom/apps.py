@@ -12,6 +12,5 @@ class NewsroomConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in
 
         from newsroom.middleware import session_renewed_at_login
-        from newsroom.ops import broker  # noqa: F401 - stamps each task with its publish time
 
         user_logged_in.connect(session_renewed_at_login, dispatch_uid="newsroom.session_renewed")
