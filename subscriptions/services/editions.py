@@ -42,6 +42,7 @@ from subscriptions import edition_content
 from subscriptions.edition_content import ContentError
 from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.reconcile_counters import reconcile_actions_record
+from subscriptions.selectors import ALERT_ENDED_EARLY
 
 logger = logging.getLogger(__name__)
 
@@ -194,10 +195,6 @@ def alerts_unfinished(*, story_ids: list[int]) -> dict[int, Edition]:
             status__in=(*Edition.ACTIVE, Edition.Status.PAUSED, Edition.Status.FAILED),
         ).annotate(story_id=F("stories"))
     }
-
-
-# An alert that ended like this may be sent again (to the readers it did not reach).
-ALERT_ENDED_EARLY = (Edition.Status.CANCELLED, Edition.Status.EXPIRED)
 
 
 def edition_create_alert(*, story: Story, by=None) -> Edition:
