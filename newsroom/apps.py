@@ -13,7 +13,6 @@ class NewsroomConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in
 
         from newsroom.middleware import session_renewed_at_login
-        from newsroom.ops import broker  # noqa: F401 - stamps each task with its publish time
         from newsroom.private_files import data_folder_prepare
 
         # The files the settings name (newsroom/settings.py writes nothing itself).

@@ -138,6 +138,7 @@ INSTALLED_APPS = [
     "axes",
     "newsroom",
     "subscriptions",
+    "newsroom.ops",  # after the apps whose admin it extends
 ]
 
 MIDDLEWARE = [

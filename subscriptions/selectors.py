@@ -1,19 +1,21 @@
-"""Reads about editions: whom they reach, for the send path and the people watching.
+"""Reads about editions and subscribers: whom they reach, how far they are, and the
+words for them.
 
 The send path (subscriptions.sending), the admin and operations take their
 audiences from here, so the editor's count, the page and the rows written
 agree. The edition page, the Operations page and /metrics all say whether a
-send is stuck, whom it reaches and when it should be through; they take the
-rule and the wording from here, so the three never disagree. The stall rule
-and the words are pure: the row and the time in, an answer out (tests pass a
-fixed clock).
+send is stuck, whom it reaches, how far it is and when it should be through;
+they take the rule and the wording from here, so the three never disagree. The
+edition rules (stalled, progress) are pure: the row and the time in, an answer
+out (tests pass a fixed clock). The queries below them serve the admin pages.
 """
 
 from __future__ import annotations
 
 import json
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -23,8 +25,6 @@ from django.db.models.functions import Coalesce
 
 from newsroom.models import Category, Story
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.sending import content as edition_content
-from subscriptions.sending.content import ContentError
 
 AUDIENCE_SLOTS_SHOWN = 6
 PERIOD = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
@@ -94,29 +94,6 @@ def edition_recipients(edition: Edition) -> tuple[QuerySet[Subscriber], bool]:
 
 
 # --- Alerts ---------------------------------------------------------------------------
-
-
-def alert_content_problem(*, story: Story) -> str | None:
-    """Why this story's alert cannot be sent as it is (in words), or None."""
-    try:
-        edition_content.alert_content(0, Story.objects.select_related("category").get(
-            pk=story.pk))
-    except ContentError as exc:
-        return str(exc)
-    return None
-
-
-def alert_preview(*, story: Story) -> dict[str, str]:
-    """What an alert's readers will get (their own links shown as the sign-up
-    page's), and how the story reads in a digest; raises ContentError with the
-    reason if either cannot be sent."""
-    story = Story.objects.select_related("category").get(pk=story.pk)
-    alert = edition_content.alert_content(0, story)
-    digest = edition_content.digest_content(0, None, "daily", [story], [story.category])
-    return {"subject": alert.subject, "preheader": alert.preheader,
-            "html": edition_content.fill_generic(alert.html),
-            "text": edition_content.fill_generic(alert.text),
-            "digest_html": edition_content.fill_generic(digest.html)}
 
 
 def alerts_unfinished(*, story_ids: list[int]) -> dict[int, Edition]:
@@ -189,6 +166,38 @@ def editions_stalled(*, now: datetime) -> list[Edition]:
     editions at any time, so the rule runs in Python rather than twice in SQL."""
     active = Edition.objects.filter(status__in=Edition.ACTIVE).only(*STALL_FIELDS)
     return [edition for edition in active if edition_is_stalled(edition, now=now)]
+
+
+# --- Progress -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendProgress:
+    """How far a send is, from the counters on the edition row alone (no query)."""
+
+    done: int  # sent + failed + skipped: deliveries needing no more work
+    targeted: int
+    rate: float | None  # messages sent per second since it started (a mean, pauses included)
+    eta: datetime | None  # when the rest should be through, at the pace so far
+
+    @property
+    def percent(self) -> int | None:
+        return min(100, self.done * 100 // self.targeted) if self.targeted else None
+
+
+def edition_progress(edition: Edition, *, now: datetime) -> SendProgress:
+    """The ETA follows all work done, not only sends: skips and failures also
+    empty the queue, and a digest skips many readers with nothing new."""
+    done = edition.sent + edition.failed + edition.skipped
+    rate = eta = None
+    if edition.started_at is not None:
+        elapsed = ((edition.finished_at or now) - edition.started_at).total_seconds()
+        if elapsed > 0:
+            rate = edition.sent / elapsed
+            left = edition.targeted - done
+            if edition.status == Edition.Status.SENDING and left > 0 and done > 0:
+                eta = now + timedelta(seconds=left * elapsed / done)
+    return SendProgress(done=done, targeted=edition.targeted, rate=rate, eta=eta)
 
 
 # --- Words --------------------------------------------------------------------------------
@@ -276,3 +285,50 @@ def editions_needing_attention(*, now: datetime, days: int = 7) -> dict[str, lis
             created_at__gte=now - timedelta(days=days),
         ).order_by("-pk")[:20]),
     }
+
+
+# --- Admin pages ----------------------------------------------------------------------
+
+# An alert that ended like this may be sent again (to the readers it did not reach).
+ALERT_ENDED_EARLY = (Edition.Status.CANCELLED, Edition.Status.EXPIRED)
+
+
+def alert_editions_by_story(*, story_ids: Iterable[int]) -> dict[int, int]:
+    """Story id -> id of the alert edition made for it (one that was cancelled or
+    expired does not count: the story may be alerted again), in one query."""
+    return dict(
+        Edition.objects.filter(kind=Edition.Kind.ALERT, stories__in=list(story_ids))
+        .exclude(status__in=ALERT_ENDED_EARLY).values_list("stories", "pk")
+    )
+
+
+def edition_failures_recent(*, edition: Edition, limit: int) -> list[Delivery]:
+    """The edition's newest failed deliveries, with the reader's address."""
+    return list(
+        Delivery.objects.filter(edition=edition, status=Delivery.Status.FAILED)
+        .select_related("subscriber")
+        .only("id", "attempts", "last_error", "claimed_at", "subscriber__email")
+        .order_by("-claimed_at", "-id")[:limit]
+    )
+
+
+def delivery_get(*, edition: Edition, subscriber: Subscriber) -> Delivery | None:
+    return Delivery.objects.filter(edition=edition, subscriber=subscriber).first()
+
+
+def subscriber_get(*, email: str) -> Subscriber | None:
+    """The subscriber with this (normalised) address, if any."""
+    return Subscriber.objects.filter(email=email).first()
+
+
+def categories_with_active_counts() -> list[Category]:
+    """Every category with its count of active subscribers as `active`, in
+    category order, in one query."""
+    active = Count("subscribers", filter=Q(subscribers__status=Subscriber.Status.ACTIVE))
+    # Explicit order: Meta.ordering does not apply to a GROUP BY query.
+    return list(
+        Category.objects.annotate(active=active)
+        .only("id", "name", "slug", "order")
+        .order_by("order", "name")
+    )
+

@@ -42,6 +42,18 @@ def _clear_cache(_redis):
     yield
 
 
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Keep the broker out: record the dispatches the service would enqueue
+    (the story admin's alert tests, editorial's and subscriptions')."""
+    from subscriptions.sending import enqueue
+
+    calls: list[int] = []
+    monkeypatch.setattr(enqueue, "enqueue_dispatch",
+                        lambda edition, **kwargs: calls.append(edition.pk))
+    return calls
+
+
 @pytest.fixture(scope="session")
 def smtp_sink():
     """A real SMTP listener for the whole run; what it accepts lands in the outbox folder."""

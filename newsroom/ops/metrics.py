@@ -36,30 +36,12 @@ from prometheus_client.utils import floatToGoString
 from newsroom.ops import broker, canary
 from newsroom.ops.health import metrics_token_valid, redis_client, redis_url
 from subscriptions.models import Edition, TrackingEvent
+from subscriptions.reconcile_counters import RECONCILE_ACTIONS, reconcile_totals
 from subscriptions.selectors import editions_stalled
-from subscriptions.sending.reconcile import RECONCILE_KEY
 
 logger = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 2
-
-# --- Reconcile counters (written by editions_reconcile, read here) --------------------
-
-# The fields of ReconcileReport, in the units it counts them.
-RECONCILE_ACTIONS = {
-    "redispatched": "planned editions dispatched again",
-    "released": "deliveries taken back from dead batch runs",
-    "requeued_editions": "stalled editions whose batches were enqueued again",
-    "dispatch_completed": "editions whose dispatch stopped halfway, completed",
-    "expired": "editions expired by reconcile",
-    "finished": "editions marked done by reconcile",
-}
-
-
-def reconcile_totals() -> dict[str, float]:
-    raw = redis_client(settings.REDIS_URL, REDIS_TIMEOUT).hgetall(RECONCILE_KEY)
-    return {key.decode(): float(value) for key, value in raw.items()}
-
 
 # --- The collector ---------------------------------------------------------------------
 

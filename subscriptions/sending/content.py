@@ -13,7 +13,7 @@ names all it is made of, and joined into the frames of the contents that show it
 
 What cannot be sent (HTML over the size limit, a template that fails) raises
 `ContentError` with the reason in words: the confirm page shows it, and a send
-that meets it stops and says so (services.editions.edition_fail).
+that meets it stops and says so (sending.steering.edition_fail).
 """
 
 from __future__ import annotations
@@ -391,3 +391,29 @@ def _section(category: Category, stories: Sequence[Story]) -> _Section:
         return _Section(heading, items, inlined, text.render(context))
 
     return _cache.get(key, build)
+
+
+# --- Checks and previews before an alert is confirmed -------------------------------
+
+
+def alert_content_problem(*, story: Story) -> str | None:
+    """Why this story's alert cannot be sent as it is (in words), or None."""
+    try:
+        alert_content(0, Story.objects.select_related("category").get(
+            pk=story.pk))
+    except ContentError as exc:
+        return str(exc)
+    return None
+
+
+def alert_preview(*, story: Story) -> dict[str, str]:
+    """What an alert's readers will get (their own links shown as the sign-up
+    page's), and how the story reads in a digest; raises ContentError with the
+    reason if either cannot be sent."""
+    story = Story.objects.select_related("category").get(pk=story.pk)
+    alert = alert_content(0, story)
+    digest = digest_content(0, None, "daily", [story], [story.category])
+    return {"subject": alert.subject, "preheader": alert.preheader,
+            "html": fill_generic(alert.html),
+            "text": fill_generic(alert.text),
+            "digest_html": fill_generic(digest.html)}

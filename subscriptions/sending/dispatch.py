@@ -34,12 +34,12 @@ from newsroom.models import Story
 from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.selectors import (
     PERIOD,
-    alert_content_problem,
     db_now,
     digest_audience,
     edition_recipients,
 )
 from subscriptions.sending import enqueue
+from subscriptions.sending.content import alert_content_problem
 from subscriptions.sending.steering import (
     EditionError,
     alert_expire,

@@ -8,18 +8,16 @@ docstring. What a run did is added to counters in Redis, which /metrics reads
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-import redis
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
 from subscriptions.models import Delivery, Edition
+from subscriptions.reconcile_counters import reconcile_actions_record
 from subscriptions.sending import enqueue
 from subscriptions.sending.dispatch import edition_dispatch_complete
 from subscriptions.sending.steering import (
@@ -31,8 +29,6 @@ from subscriptions.sending.steering import (
 
 logger = logging.getLogger(__name__)
 
-RECONCILE_KEY = "newsroom:metrics:reconcile"  # hash: action -> total, plus runs, last_run
-REDIS_TIMEOUT = 2  # seconds: counting a run must not hold the reconcile up
 
 
 @dataclass
@@ -162,22 +158,3 @@ def _stalled_repair(edition: Edition, report: ReconcileReport, *, now: datetime,
         report.finished.append(edition.pk)
         if not dry_run:
             edition_finish_if_complete(edition_id=edition.pk)
-
-
-def reconcile_actions_record(actions: Mapping[str, int], *, now: float | None = None) -> None:
-    """Add one reconcile run's actions to the shared totals in Redis (RECONCILE_KEY).
-
-    A metrics failure must never stop the reconcile itself: Redis errors are logged.
-    """
-    try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=REDIS_TIMEOUT,
-                                      socket_timeout=REDIS_TIMEOUT)
-        pipe = client.pipeline(transaction=False)
-        for action, count in actions.items():
-            if count:
-                pipe.hincrby(RECONCILE_KEY, action, int(count))
-        pipe.hincrby(RECONCILE_KEY, "runs", 1)
-        pipe.hset(RECONCILE_KEY, "last_run", repr(time.time() if now is None else now))
-        pipe.execute()
-    except redis.RedisError as exc:
-        logger.warning("reconcile counters not recorded: %s", exc)

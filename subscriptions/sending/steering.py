@@ -18,8 +18,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from subscriptions.models import Delivery, Edition
-from subscriptions.selectors import alert_content_problem
 from subscriptions.sending import enqueue
+from subscriptions.sending.content import alert_content_problem
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from newsroom.models import Story
 from subscriptions import tasks
-from subscriptions.admin import send_progress
 from subscriptions.models import Delivery, Edition, Subscriber
+from subscriptions.selectors import edition_progress
 from subscriptions.sending import batches, dispatch, enqueue, reconcile, scheduling, steering
 from tests.subscriptions.factories import category, subscriber
 
@@ -177,7 +177,7 @@ def test_when_step_2_fails_the_first_batches_still_go_and_the_edition_is_not_don
     edition.refresh_from_db()
     assert (edition.status, edition.sent) == ("sending", FIRST)  # not done: not dispatched
     assert not steering.edition_finish_if_complete(edition_id=edition.pk)
-    assert send_progress(edition, now=timezone.now()).percent == FIRST * 100 // AUDIENCE
+    assert edition_progress(edition, now=timezone.now()).percent == FIRST * 100 // AUDIENCE
     page = admin_client.get(reverse("admin:subscriptions_edition_change", args=[edition.pk]))
     assert re.search(r"Dispatched at:</label>\s*<div class=\"readonly\">-</div>",
                      page.content.decode())

@@ -16,8 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from newsroom.models import Story
-from subscriptions.admin import send_progress
 from subscriptions.models import Delivery, Edition
+from subscriptions.selectors import edition_progress
 from subscriptions.sending import batches, dispatch, enqueue, steering
 from subscriptions.sending.mime import unsubscribe_url
 from tests.subscriptions.factories import category, subscriber
@@ -118,14 +118,14 @@ def test_progress_rate_and_eta_come_from_the_counters():
     now = timezone.now()
     edition = Edition(status="sending", started_at=now - timedelta(seconds=100), targeted=400,
                       sent=80, failed=10, skipped=10)
-    progress = send_progress(edition, now=now)
+    progress = edition_progress(edition, now=now)
     assert (progress.done, progress.percent, progress.rate) == (100, 25, 0.8)
     assert progress.eta == now + timedelta(seconds=300)  # 300 left at 1 handled per second
 
     edition.status, edition.finished_at = "done", now - timedelta(seconds=50)
-    assert send_progress(edition, now=now).rate == 80 / 50  # up to the finish, not now
-    assert send_progress(edition, now=now).eta is None
-    assert send_progress(Edition(status="planned"), now=now).rate is None
+    assert edition_progress(edition, now=now).rate == 80 / 50  # up to the finish, not now
+    assert edition_progress(edition, now=now).eta is None
+    assert edition_progress(Edition(status="planned"), now=now).rate is None
 
 
 # --- Lists and pages --------------------------------------------------------------------

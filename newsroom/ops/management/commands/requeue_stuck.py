@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from newsroom.management.redis_reachable import redis_unreachable
+from newsroom.ops.management.redis_reachable import redis_unreachable
 from subscriptions.sending.reconcile import ReconcileReport, editions_reconcile
 
 

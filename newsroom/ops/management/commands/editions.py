@@ -7,7 +7,7 @@ from datetime import datetime
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from newsroom.management.redis_reachable import redis_unreachable
+from newsroom.ops.management.redis_reachable import redis_unreachable
 from subscriptions.models import Edition
 
 COLUMNS = ("ID", "KIND", "KEY", "STATUS", "TARGETED", "SENT", "FAILED", "SKIPPED", "REQUEUED",

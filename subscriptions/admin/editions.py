@@ -1,45 +1,29 @@
-"""Subscriber admin: look people up, export, erase, unsubscribe.
+"""Edition and delivery admin: the ledger of sends, and the controls of one.
 
-Subscribers are view-only here. Every change to a subscriber goes through a
-service that records consent evidence (subscriptions/services/), so staff act
-through actions and buttons that call those services: "Unsubscribe selected"
-(change permission), "Export data (JSON)" and the CSV export (export
-permission), "Erase" (erase permission). Nobody adds subscribers by hand
-(double opt-in is the only way in) or deletes them (erasure is).
-
-Editions and deliveries are read-only too: services make them, and staff with
-`send_edition` steer a send (pause, resume, cancel, retry failed, test) from the
-edition's page, each change a confirmed POST through a service.
+Editions are made by services (alerts from the story admin, digests by the
+scheduler) and are never edited by hand: the admin shows them and steers them
+(pause, resume, cancel, retry failed) through the services, each change a
+confirmed POST with `send_edition`; it also previews one reader's copy and
+sends a test. Deliveries are shown for tracing, never changed.
 """
 
 from __future__ import annotations
 
-import csv
 import email
 import email.policy
-import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from anymail.exceptions import AnymailError
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import display_for_field, lookup_field, model_ngettext, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Prefetch, Q, QuerySet
-from django.http import (
-    Http404,
-    HttpRequest,
-    HttpResponse,
-    HttpResponseRedirect,
-    JsonResponse,
-    StreamingHttpResponse,
-)
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.defaultfilters import linebreaksbr
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -47,27 +31,24 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import conditional_escape, format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from newsroom.admin_mixins import ReadOnlyAdminMixin
 from newsroom.middleware import allow_inline_styles
-from newsroom.models import Category
-from newsroom.ops.samples import edition_rate_chart
 from subscriptions.addresses import search_term
 from subscriptions.forms import AddressField
-from subscriptions.models import (
-    ConsentRecord,
-    Delivery,
-    Edition,
-    Subscriber,
-    TrackingEvent,
-)
+from subscriptions.models import Delivery, Edition, Subscriber
 from subscriptions.selectors import (
     alert_audience,
+    delivery_get,
     edition_audience_text,
     edition_delivery_counts,
+    edition_failures_recent,
+    edition_progress,
     edition_stalled_for,
     eta_text,
     stalled_text,
+    subscriber_get,
 )
 from subscriptions.sending.batches import edition_render_for, edition_send_test
 from subscriptions.sending.content import ContentError
@@ -78,335 +59,8 @@ from subscriptions.sending.steering import (
     edition_resume,
     edition_retry_failed,
 )
-from subscriptions.services.privacy import subscriber_erase, subscriber_export
-from subscriptions.services.subscribers import subscriber_unsubscribe
 
 logger = logging.getLogger(__name__)
-
-CSV_COLUMNS = [
-    "email", "status", "frequency", "wants_alerts", "categories", "timezone", "digest_hour",
-    "created_at", "confirmed_at", "unsubscribed_at", "suppression_reason",
-]
-# A cell starting with one of these is a formula to a spreadsheet (CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-class _Echo:
-    """A file-like object whose write() hands the line back, for streaming csv."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    text = str(value)
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
-
-
-class _SubscriberPermissionMixin(ReadOnlyAdminMixin):
-    """Consent and event rows are part of the subscriber: seeing one is seeing both."""
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm("subscriptions.view_subscriber")
-
-
-class ConsentRecordInline(_SubscriberPermissionMixin, admin.TabularInline):
-    """The append-only consent record, shown, never edited."""
-
-    model = ConsentRecord
-    fields = ["at", "action", "method", "ip_address", "user_agent", "page", "wording_version",
-              "details"]
-    readonly_fields = fields
-    ordering = ["at", "id"]
-    extra = 0
-    can_delete = False
-
-
-class TrackingEventInline(_SubscriberPermissionMixin, admin.TabularInline):
-    """Bounces and complaints the ESP reported, and what we did about them."""
-
-    model = TrackingEvent
-    verbose_name_plural = "email events (bounces, complaints, ESP unsubscribes)"
-    fields = ["received_at", "esp", "event_type", "reason", "outcome"]
-    readonly_fields = fields
-    ordering = ["received_at", "id"]
-    extra = 0
-    can_delete = False
-
-
-@admin.register(Subscriber)
-class SubscriberAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Read-only rows: double opt-in is the only way in, changes go through services
-    (see the module docstring), and erasure replaces deletion, since consent
-    records must outlive the person's data."""
-
-    list_display = ["email", "status", "frequency", "wants_alerts", "category_list",
-                    "created_at", "confirmed_at"]
-    list_filter = ["status", "frequency", "wants_alerts", "categories"]
-    search_fields = ["email"]
-    search_help_text = "Search by email address (or part of it)."
-
-    def get_search_results(self, request, queryset, search_term_):
-        # Addresses are stored with ASCII domains: search in that spelling.
-        return super().get_search_results(request, queryset, search_term(search_term_))
-    fieldsets = [
-        (None, {"fields": ["email", "status", "suppression_reason"]}),
-        ("Preferences", {"fields": ["categories", "frequency", "wants_alerts", "timezone",
-                                    "digest_hour"]}),
-        ("History", {"fields": ["created_at", "confirmed_at", "unsubscribed_at", "soft_bounces",
-                                "erased_at"]}),
-    ]
-    inlines = [ConsentRecordInline, TrackingEventInline]
-    actions = ["unsubscribe_selected"]
-    change_list_template = "admin/subscriptions/subscriber/change_list.html"
-    change_form_template = "admin/subscriptions/subscriber/change_form.html"
-    erase_confirmation_template = "admin/subscriptions/subscriber/erase_confirmation.html"
-    unsubscribe_confirmation_template = (
-        "admin/subscriptions/subscriber/unsubscribe_confirmation.html"
-    )
-
-    # --- Permissions ---------------------------------------------------------
-
-    def has_unsubscribe_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(f"{self.opts.app_label}.change_subscriber")
-
-    def has_export_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(f"{self.opts.app_label}.export_subscriber")
-
-    def has_erase_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(f"{self.opts.app_label}.erase_subscriber")
-
-    # --- Change list -------------------------------------------------------------
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Subscriber]:
-        return super().get_queryset(request).prefetch_related(
-            Prefetch("categories", queryset=Category.objects.only("id", "name", "order"))
-        )
-
-    @admin.display(description="categories")
-    def category_list(self, subscriber: Subscriber) -> str:
-        return ", ".join(category.name for category in subscriber.categories.all()) or "—"
-
-    def category_counts(self) -> list[Category]:
-        """Active subscribers per category, in category order, in one query."""
-        active = Count("subscribers", filter=Q(subscribers__status=Subscriber.Status.ACTIVE))
-        # Explicit order: Meta.ordering does not apply to a GROUP BY query.
-        return list(
-            Category.objects.annotate(active=active)
-            .only("id", "name", "slug", "order")
-            .order_by("order", "name")
-        )
-
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        export_url = reverse("admin:subscriptions_subscriber_export_csv")
-        if request.GET:
-            export_url += f"?{request.GET.urlencode()}"  # the export keeps the list's filters
-        context = {
-            "category_counts": self.category_counts(),
-            "has_export_permission": self.has_export_permission(request),
-            "export_csv_url": export_url,
-            **(extra_context or {}),
-        }
-        return super().changelist_view(request, extra_context=context)
-
-    # --- Change form -----------------------------------------------------------------
-
-    def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        context = {
-            "has_export_permission": self.has_export_permission(request),
-            "has_erase_permission": self.has_erase_permission(request),
-            **(extra_context or {}),
-        }
-        return super().change_view(request, object_id, form_url, extra_context=context)
-
-    # --- Extra views -------------------------------------------------------------------
-
-    def get_urls(self) -> list[URLPattern]:
-        view = self.admin_site.admin_view
-        return [
-            path("export.csv", view(self.export_csv_view),
-                 name="subscriptions_subscriber_export_csv"),
-            path("<path:object_id>/export/", view(self.export_json_view),
-                 name="subscriptions_subscriber_export_json"),
-            path("<path:object_id>/erase/", view(self.erase_view),
-                 name="subscriptions_subscriber_erase"),
-            *super().get_urls(),
-        ]
-
-    def _get_subscriber(self, request: HttpRequest, object_id: str) -> Subscriber:
-        subscriber = self.get_object(request, unquote(object_id))
-        if subscriber is None:
-            raise Http404(f"No subscriber with id {object_id!r}.")
-        return subscriber
-
-    def export_csv_view(self, request: HttpRequest) -> HttpResponse:
-        """The change list as it stands (filters, search, order) as CSV, streamed."""
-        if not (self.has_view_permission(request) and self.has_export_permission(request)):
-            raise PermissionDenied
-        try:
-            queryset = self.get_changelist_instance(request).get_queryset(request)
-        except IncorrectLookupParameters:
-            return HttpResponseRedirect(
-                reverse("admin:subscriptions_subscriber_changelist") + "?e=1"
-            )
-        logger.info("subscriber CSV export",
-                    extra={"user_id": request.user.pk, "query": request.GET.urlencode()})
-        writer = csv.writer(_Echo())
-
-        def rows() -> Iterator[str]:
-            yield writer.writerow(CSV_COLUMNS)
-            for subscriber in queryset.iterator(chunk_size=1000):
-                yield writer.writerow([
-                    _cell(subscriber.email), subscriber.status, subscriber.frequency,
-                    subscriber.wants_alerts,
-                    " ".join(category.slug for category in subscriber.categories.all()),
-                    subscriber.timezone, subscriber.digest_hour, _cell(subscriber.created_at),
-                    _cell(subscriber.confirmed_at), _cell(subscriber.unsubscribed_at),
-                    _cell(subscriber.suppression_reason),
-                ])
-
-        response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-        filename = f"subscribers-{timezone.now():%Y%m%d-%H%M}.csv"
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response
-
-    def export_json_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Everything held about one person (a subject access request), as a download."""
-        if not self.has_export_permission(request):
-            raise PermissionDenied
-        subscriber = self._get_subscriber(request, object_id)
-        data = subscriber_export(subscriber=subscriber)
-        self.log_change(request, subscriber, "Exported personal data.")
-        response = HttpResponse(
-            json.dumps(data, indent=2, ensure_ascii=False),
-            content_type="application/json; charset=utf-8",
-        )
-        response["Content-Disposition"] = (
-            f'attachment; filename="subscriber-{subscriber.pk}.json"'
-        )
-        return response
-
-    def erase_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Confirm first; erase only on a POST that carries the confirmation."""
-        if not self.has_erase_permission(request):
-            raise PermissionDenied
-        subscriber = self._get_subscriber(request, object_id)
-        change_url = reverse("admin:subscriptions_subscriber_change", args=[subscriber.pk])
-        if request.method == "POST" and request.POST.get("post") == "yes":
-            if subscriber.erased_at is not None:
-                self.message_user(request, "This subscriber was already erased.", messages.WARNING)
-                return HttpResponseRedirect(change_url)
-            subscriber_erase(subscriber=subscriber, by=request.user)
-            subscriber.refresh_from_db()  # the history must name the erased row, not the address
-            self.log_change(request, subscriber, "Erased personal data on request.")
-            self.message_user(
-                request,
-                f"Subscriber #{subscriber.pk} erased: the address and consent details are gone; "
-                "topics and frequency remain for the counts.",
-                messages.SUCCESS,
-            )
-            return HttpResponseRedirect(change_url)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Erase subscriber",
-            "subtitle": None,
-            "opts": self.opts,
-            "subscriber": subscriber,
-            "consent_count": subscriber.consents.count(),
-            "change_url": change_url,
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.erase_confirmation_template, context)
-
-    # --- Actions -------------------------------------------------------------------------
-
-    @admin.action(permissions=["unsubscribe"], description="Unsubscribe selected subscribers")
-    def unsubscribe_selected(
-        self, request: HttpRequest, queryset: QuerySet[Subscriber]
-    ) -> TemplateResponse | None:
-        """Shaped like Django's delete_selected: confirm, then act on the POST that
-        carries the confirmation. No goodbye email: the reader did not ask."""
-        subscribers = list(queryset)
-        to_change = [
-            s for s in subscribers
-            if s.status != Subscriber.Status.UNSUBSCRIBED and s.erased_at is None
-        ]
-        unchanged = [s for s in subscribers if s not in to_change]
-
-        if request.method == "POST" and request.POST.get("post") == "yes":
-            changed = 0
-            for subscriber in to_change:
-                if subscriber_unsubscribe(
-                    subscriber=subscriber, info=None, method="admin", send_goodbye=False,
-                    reason="unsubscribed by staff",
-                ):
-                    changed += 1
-                    self.log_change(request, subscriber, "Unsubscribed (admin action).")
-            message = f"Unsubscribed {changed} {model_ngettext(self.opts, changed)}."
-            skipped = len(subscribers) - changed
-            if skipped:
-                message += f" {skipped} already unsubscribed, left as is."
-            self.message_user(request, message, messages.SUCCESS if changed else messages.WARNING)
-            return None
-
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Unsubscribe {model_ngettext(self.opts, len(subscribers))}",
-            "subtitle": None,
-            "opts": self.opts,
-            "subscribers": subscribers,
-            "to_change": to_change,
-            "unchanged": unchanged,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": self.media,
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.unsubscribe_confirmation_template, context)
-
-
-# --- Editions ----------------------------------------------------------------------------
-#
-# Editions are made by services (alerts from the story admin, digests by the
-# scheduler) and are never edited by hand: the admin shows them and steers them
-# through the services, each change on a confirmed POST with `send_edition`.
-
-
-@dataclass(frozen=True)
-class SendProgress:
-    """How far a send is, from the counters on the edition row alone (no query)."""
-
-    done: int  # sent + failed + skipped: deliveries needing no more work
-    targeted: int
-    rate: float | None  # messages sent per second since it started (a mean, pauses included)
-    eta: datetime | None  # when the rest should be through, at the pace so far
-
-    @property
-    def percent(self) -> int | None:
-        return min(100, self.done * 100 // self.targeted) if self.targeted else None
-
-
-def send_progress(edition: Edition, *, now: datetime) -> SendProgress:
-    """The ETA follows all work done, not only sends: skips and failures also
-    empty the queue, and a digest skips many readers with nothing new."""
-    done = edition.sent + edition.failed + edition.skipped
-    rate = eta = None
-    if edition.started_at is not None:
-        elapsed = ((edition.finished_at or now) - edition.started_at).total_seconds()
-        if elapsed > 0:
-            rate = edition.sent / elapsed
-            left = edition.targeted - done
-            if edition.status == Edition.Status.SENDING and left > 0 and done > 0:
-                eta = now + timedelta(seconds=left * elapsed / done)
-    return SendProgress(done=done, targeted=edition.targeted, rate=rate, eta=eta)
 
 
 class SubscriberEmailForm(forms.Form):
@@ -503,7 +157,6 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Made by services only, steered through them, never edited; kept as the
     ledger of who got what."""
 
-
     list_display = ["id", "kind", "key", "status", "scheduled_at", "started_at", "finished_at",
                     "targeted", "sent", "failed", "skipped", "requeued", "progress", "rate",
                     "eta"]
@@ -539,7 +192,7 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress(self, edition: Edition) -> str:
-        progress = send_progress(edition, now=timezone.now())
+        progress = edition_progress(edition, now=timezone.now())
         if progress.percent is None:
             return "—"
         return format_html(
@@ -550,13 +203,13 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="rate")
     def rate(self, edition: Edition) -> str:
-        rate = send_progress(edition, now=timezone.now()).rate
+        rate = edition_progress(edition, now=timezone.now()).rate
         return "—" if rate is None else f"{rate:.1f}/s"
 
     @admin.display(description="ETA")
     def eta(self, edition: Edition) -> str:
         now = timezone.now()
-        eta = send_progress(edition, now=now).eta
+        eta = edition_progress(edition, now=now).eta
         if eta is None:
             return "—"
         return format_html('<time datetime="{}" title="{}">{}</time>', eta.isoformat(),
@@ -596,12 +249,8 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     (label, counts[value]) for value, label in Delivery.Status.choices
                 ],
                 "sent_by_revision": sent_by_revision,
-                "recent_failed": list(
-                    Delivery.objects.filter(edition=edition, status=Delivery.Status.FAILED)
-                    .select_related("subscriber").only(
-                        "id", "attempts", "last_error", "claimed_at", "subscriber__email")
-                    .order_by("-claimed_at", "-id")[: self.recent_failures]
-                ),
+                "recent_failed": edition_failures_recent(edition=edition,
+                                                         limit=self.recent_failures),
                 "failed_list_url": (
                     reverse("admin:subscriptions_delivery_changelist")
                     + f"?edition__id__exact={edition.pk}&status__exact={Delivery.Status.FAILED}"
@@ -641,7 +290,7 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def _live_context(self, request: HttpRequest, edition: Edition) -> dict[str, Any]:
         now = timezone.now()
-        progress = send_progress(edition, now=now)
+        progress = edition_progress(edition, now=now)
         stalled = edition_stalled_for(edition, now=now)
         live = edition.status in self.live_statuses
         return {
@@ -655,8 +304,16 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "poll_seconds": (self.paused_poll_seconds if edition.status == Edition.Status.PAUSED
                              else self.poll_seconds),
             "noscript_refresh_seconds": self.noscript_refresh_seconds,
-            "rate_chart": edition_rate_chart(edition),  # from the ops sampler
+            "rate_chart": self.rate_chart(edition),
         }
+
+    def rate_chart(self, edition: Edition) -> SafeString | None:
+        """The edition's send rate over the last hour, or None (no chart).
+
+        The samples belong to the operations app, which must not be imported
+        from here: it registers a subclass that draws the chart
+        (newsroom/ops/admin.py)."""
+        return None
 
     def _field_html(self, edition: Edition, name: str) -> str:
         """A read-only field as the change form shows it (AdminReadonlyField.contents)."""
@@ -809,7 +466,7 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return self._steer_selected(request, queryset, "cancel")
 
     def _find_subscriber(self, form: SubscriberEmailForm) -> Subscriber | None:
-        subscriber = Subscriber.objects.filter(email=form.cleaned_data["email"]).first()
+        subscriber = subscriber_get(email=form.cleaned_data["email"])
         if subscriber is None:
             form.add_error("email", "No subscriber has this address.")
         return subscriber
@@ -884,7 +541,7 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         )))
 
     def _preview(self, edition: Edition, subscriber: Subscriber) -> dict[str, Any]:
-        delivery = Delivery.objects.filter(edition=edition, subscriber=subscriber).first()
+        delivery = delivery_get(edition=edition, subscriber=subscriber)
         if delivery is None and edition.started_at is not None:
             return {"subscriber": subscriber, "nothing": "is not among this edition's "
                     "recipients (it went to those who followed, and wanted, it when it started)."}
@@ -915,6 +572,9 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "html": html.get_content() if html is not None else "",
             "text": text.get_content() if text is not None else "",
         }
+
+
+# --- Deliveries ------------------------------------------------------------------------
 
 
 @admin.register(Delivery)

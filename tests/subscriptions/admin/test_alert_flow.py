@@ -9,8 +9,8 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 
-from newsroom.admin import StoryAdmin
 from newsroom.models import Story
+from subscriptions.admin.alerts import StoryAlertAdmin
 from subscriptions.models import Edition
 from subscriptions.sending import dispatch
 from tests.subscriptions.factories import category, subscriber
@@ -151,7 +151,7 @@ def test_a_race_lost_in_the_service_creates_nothing_more(
     """Two editors at once: both pass the page's check, the service refuses the second."""
     story = _published(politics)
     first = dispatch.edition_create_alert(story=story, by=None)
-    monkeypatch.setattr(StoryAdmin, "_alert_editions", staticmethod(lambda stories: {}))
+    monkeypatch.setattr(StoryAlertAdmin, "_alert_editions", staticmethod(lambda stories: {}))
     response = desk.post(alert_url(story), {"post": "yes"})
     assert response["Location"] == edition_url(first)
     assert Edition.objects.count() == 1
