@@ -36,7 +36,7 @@ def email_settings(
     email_url: str, environ: Mapping[str, str], *, outbox_dir: Path
 ) -> dict[str, Any]:
     """Settings for the transport named by `email_url`, plus the ANYMAIL dict."""
-    anymail = {
+    anymail: dict[str, Any] = {  # text, numbers, switches and a list of secrets
         key.removeprefix("ANYMAIL_"): _typed(key, value)
         for key, value in environ.items()
         if key.startswith("ANYMAIL_") and value

@@ -47,7 +47,7 @@ def _env_int(name: str, default: int) -> int:
 
 def _contrast_on_white(colour: str) -> float:
     """WCAG 2 contrast ratio of a #rrggbb colour against white."""
-    def channel(c: int) -> float:
+    def channel(c: float) -> float:
         c /= 255
         return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
     r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
@@ -252,6 +252,8 @@ CELERY_BEAT_SCHEDULE = {
 
 OUTBOX_DIR = DATA_DIR / "outbox"
 globals().update(email_settings(_env("EMAIL_URL"), os.environ, outbox_dir=OUTBOX_DIR))
+EMAIL_TRANSPORT: str  # set just above ("outbox", "smtp" or the ESP); named here for mypy
+EMAIL_FILE_PATH: str  # set just above for outbox: only
 DEFAULT_FROM_EMAIL = _env("DEFAULT_FROM_EMAIL", f"Newsroom <news@{_site.hostname}>")
 SERVER_EMAIL = _env("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
 NEWSROOM_REPLY_TO = _env("NEWSROOM_REPLY_TO")

@@ -101,11 +101,13 @@ class PipeliningConnection:
         if self.use_ssl:
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(
                 self.host, self.port, local_hostname=self.local_hostname,
-                timeout=self.timeout, context=context,
+                timeout=self.timeout,  # type: ignore[arg-type]  # None blocks; typeshed: float
+                context=context,
             )
         else:
             smtp = smtplib.SMTP(
-                self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout
+                self.host, self.port, local_hostname=self.local_hostname,
+                timeout=self.timeout,  # type: ignore[arg-type]  # None blocks; typeshed: float
             )
         try:
             smtp.ehlo_or_helo_if_needed()
@@ -162,7 +164,7 @@ class PipeliningConnection:
         self, envelopes: Iterable[Envelope], ambiguous: list[int]
     ) -> Iterator[Outcome]:
         smtp = self.smtp
-        assert smtp is not None
+        assert smtp is not None and smtp.sock is not None
         write = smtp.sock.sendall
         pending: Envelope | None = None  # its data is in `unsent`, its reply not read yet
         unsent = b""
@@ -210,6 +212,7 @@ class PipeliningConnection:
             yield self._end_of_data(pending, ambiguous)
 
     def _end_of_data(self, envelope: Envelope, ambiguous: list[int]) -> Outcome:
+        assert self.smtp is not None
         code, msg = self.smtp.getreply()
         ambiguous.remove(envelope.key)
         return Outcome(envelope.key, code, msg.decode(errors="replace"), "end")

@@ -28,6 +28,7 @@ from email.message import EmailMessage as StdlibEmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import parseaddr
 
+from anymail.message import AnymailMessage
 from django.core.mail import EmailMultiAlternatives, get_connection
 
 from newsroom.smtp_pipelining import Envelope, TransactionInterrupted
@@ -84,7 +85,7 @@ class _PrebuiltMIME(StdlibEmailMessage):
             policy = (policy or self.policy).clone(linesep=linesep)
         return super().as_bytes(unixfrom, policy=policy)
 
-    def as_string(self, unixfrom: bool = False, maxheaderlen: int = 0, policy=None,
+    def as_string(self, unixfrom: bool = False, maxheaderlen: int | None = 0, policy=None,
                   linesep: str | None = None) -> str:
         if linesep is not None:
             policy = (policy or self.policy).clone(linesep=linesep)
@@ -254,13 +255,13 @@ def _personal_headers(r: Recipient) -> dict[str, str]:
 
 def _batch_message(connection, esp: str, syntax: str, chunk: Sequence[Recipient],
                    from_email: str, content: tuple[str, str, str], headers: dict[str, str],
-                   reply_to: list[str]) -> EmailMultiAlternatives:
+                   reply_to: list[str]) -> AnymailMessage:
     """One API call's message: the content once, each reader's values on the side."""
     subject, text, html = content
     if esp in _LITERAL_MERGE:
         (subject, text, html), personal, merge_data = _merge_fields(chunk, syntax, content)
         headers = {**headers, **personal}
-    message = EmailMultiAlternatives(
+    message = AnymailMessage(
         subject=subject, body=text, from_email=from_email, to=[r.email for r in chunk],
         connection=connection, headers=headers, reply_to=reply_to,
     )
