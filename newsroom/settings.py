@@ -251,9 +251,10 @@ CELERY_BEAT_SCHEDULE = {
 # --- Email --------------------------------------------------------------------
 
 OUTBOX_DIR = DATA_DIR / "outbox"
-globals().update(email_settings(_env("EMAIL_URL"), os.environ, outbox_dir=OUTBOX_DIR))
-EMAIL_TRANSPORT: str  # set just above ("outbox", "smtp" or the ESP); named here for mypy
-EMAIL_FILE_PATH: str  # set just above for outbox: only
+_email = email_settings(_env("EMAIL_URL"), os.environ, outbox_dir=OUTBOX_DIR)
+globals().update(_email)
+EMAIL_TRANSPORT: str = _email["EMAIL_TRANSPORT"]  # "outbox", "smtp" or the ESP
+EMAIL_FILE_PATH: str  # set by the update above for outbox: only; named here for mypy
 DEFAULT_FROM_EMAIL = _env("DEFAULT_FROM_EMAIL", f"Newsroom <news@{_site.hostname}>")
 SERVER_EMAIL = _env("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
 NEWSROOM_REPLY_TO = _env("NEWSROOM_REPLY_TO")
