@@ -13,6 +13,7 @@ button on the story), which sends the alert only on a confirmed POST.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django import forms
 from django.contrib import admin, messages
@@ -29,6 +30,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from newsroom import services
+from newsroom.admin_mixins import admin_user
 from newsroom.middleware import allow_inline_styles
 from newsroom.models import Category, Operations, Source, Story
 from newsroom.ops.views import OperationsAdmin
@@ -45,6 +47,13 @@ from subscriptions.services.editions import (
     edition_create_alert,
 )
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class _StoryCount(TypedDict):
+    story_count: int
+
 
 @admin.register(Category)
 class CategoryAdmin(admin.ModelAdmin):
@@ -57,7 +66,7 @@ class CategoryAdmin(admin.ModelAdmin):
         return super().get_queryset(request).annotate(story_count=Count("stories"))
 
     @admin.display(description="stories", ordering="story_count")
-    def story_count(self, category: Category) -> int:
+    def story_count(self, category: WithAnnotations[Category, _StoryCount]) -> int:
         return category.story_count
 
 
@@ -78,8 +87,9 @@ class StoryAdminForm(forms.ModelForm):
             "published_at",
         ]
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         # Status is not a form field, so the model's check constraint (published
         # implies a publication time) would be skipped and fail in the database.
         if (
@@ -123,7 +133,7 @@ class StoryAdmin(admin.ModelAdmin):
     def save_model(
         self, request: HttpRequest, obj: Story, form: forms.ModelForm, change: bool
     ) -> None:
-        obj.last_editor = request.user
+        obj.last_editor = admin_user(request)
         super().save_model(request, obj, form, change)
 
     @admin.display(description="preview")
@@ -150,7 +160,7 @@ class StoryAdmin(admin.ModelAdmin):
             queryset,
             action="publish",
             pending=Story.Status.DRAFT,
-            transition=lambda story: services.story_publish(story=story, by=request.user),
+            transition=lambda story: services.story_publish(story=story, by=admin_user(request)),
             done="Published",
             unchanged="already published",
             then=lambda published: self._offer_alerts(request, published),
@@ -168,7 +178,7 @@ class StoryAdmin(admin.ModelAdmin):
             action="unpublish",
             pending=Story.Status.PUBLISHED,
             transition=lambda story: services.story_unpublish(
-                story=story, by=request.user, withdraw_alerts=withdraw),
+                story=story, by=admin_user(request), withdraw_alerts=withdraw),
             done="Unpublished",
             unchanged="not published",
         )
@@ -291,6 +301,7 @@ class StoryAdmin(admin.ModelAdmin):
         if story.status != Story.Status.PUBLISHED:
             return "it is not published; publish it before sending an alert"
         if not story.is_live:
+            assert story.published_at is not None  # published, so dated (a check constraint)
             return (f"it is scheduled for {date_format(story.published_at, 'DATETIME_FORMAT')}; "
                     "send its alert once it is live, or the link would lead nowhere")
         return None
@@ -323,6 +334,7 @@ class StoryAdmin(admin.ModelAdmin):
             return None
         for story in breaking:
             if not story.is_live:
+                assert story.published_at is not None  # published, so dated
                 self.message_user(
                     request,
                     f"“{story.headline}” is scheduled for "
@@ -397,7 +409,7 @@ class StoryAdmin(admin.ModelAdmin):
                                   f"sent as it is: {problem}.", messages.ERROR)
                 return HttpResponseRedirect(self._alert_url(story))
             try:
-                edition = edition_create_alert(story=story, by=request.user)
+                edition = edition_create_alert(story=story, by=admin_user(request))
             except AlertAlreadySent as exc:  # another editor, or a double click, won
                 return self._already_sent(request, story, exc.edition.pk)
             except EditionError as exc:

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db.models import Count, DateTimeField, DurationField, ExpressionWrapper, F, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.utils import timezone
+from django.utils.encoding import force_str
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -76,7 +77,7 @@ def reconcile_actions_record(actions: Mapping[str, int], *, now: float | None = 
 
 def reconcile_totals() -> dict[str, float]:
     raw = redis_client(settings.REDIS_URL, REDIS_TIMEOUT).hgetall(RECONCILE_KEY)
-    return {key.decode(): float(value) for key, value in raw.items()}
+    return {force_str(key): float(value) for key, value in raw.items()}
 
 
 # --- The collector ---------------------------------------------------------------------
@@ -288,7 +289,7 @@ class NewsroomCollector:
         for kind in Edition.Kind.values:
             latest = (finished.filter(kind=kind).order_by("-finished_at")
                       .values_list("started_at", "finished_at").first())
-            if latest is not None:
+            if latest is not None and latest[0] and latest[1]:  # both set, as filtered
                 last.add_metric([kind], (latest[1] - latest[0]).total_seconds())
 
         sending = GaugeMetricFamily(
