@@ -14,6 +14,7 @@ import zoneinfo
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.core.cache import cache
@@ -91,6 +92,7 @@ def _digest_audience(edition: Edition) -> QuerySet[Subscriber]:
     they had nothing new) and who have no other digest on its way to them (it
     would cover the same window)."""
     due = edition.window_end
+    assert due is not None  # a digest has a window
     slots = Q()
     for tz, hour in edition.audience["slots"]:
         slots |= Q(timezone=tz, digest_hour=hour)
@@ -125,7 +127,9 @@ def _topics_signature() -> Subquery:
     """A number equal for readers who follow the same categories (a bitmask sum)."""
     through = Subscriber.categories.through
     return Subquery(
-        through.objects.filter(subscriber_id=OuterRef("pk")).order_by()
+        # django-stubs cannot see an annotate() after values(): "signature" is one.
+        through.objects.filter(  # type: ignore[misc]
+            subscriber_id=OuterRef("pk")).order_by()
         .values("subscriber_id")
         .annotate(signature=Sum(Power(2, F("category_id") % 50)))
         .values("signature")[:1]
@@ -246,8 +250,11 @@ ZERO = timedelta(0)
 def _enqueue_dispatch(edition: Edition, countdown: float | None = None) -> None:
     from subscriptions.tasks import edition_dispatch
 
-    edition_dispatch.apply_async((edition.pk,), queue=edition.queue,
-                                 countdown=min(countdown, 300) if countdown else None)
+    edition_dispatch.apply_async(
+        (edition.pk,), queue=edition.queue,
+        # Celery takes None (no delay); celery-types says float.
+        countdown=min(countdown, 300) if countdown else None,  # type: ignore[arg-type]
+    )
 
 
 _UTC = zoneinfo.ZoneInfo("UTC")
@@ -346,7 +353,7 @@ def digests_schedule(*, now: datetime | None = None) -> list[Edition]:
             _log_state(edition, CATCH_UP_NOTE if level == logging.WARNING else "planned",
                        level=level)
             created.append(edition)
-            transaction.on_commit(lambda e=edition: _enqueue_dispatch(e))
+            transaction.on_commit(partial(_enqueue_dispatch, edition))
         else:
             _edition_add_slots(edition, group_slots)
     _schedule_ran(now)
@@ -455,7 +462,8 @@ def edition_dispatch(*, edition_id: int) -> int:
             problem := alert_content_problem(story=edition.stories.get())):
         edition_fail(edition_id=edition.pk, reason=problem)
         return 0
-    if edition.kind == Edition.Kind.DIGEST and (early := edition.window_end - db_now()) > ZERO:
+    if (edition.kind == Edition.Kind.DIGEST and edition.window_end is not None
+            and (early := edition.window_end - db_now()) > ZERO):
         # Made by a host whose clock runs fast: a digest never leaves before it is due.
         _enqueue_dispatch(edition, countdown=early.total_seconds() + 1)
         return 0
@@ -512,6 +520,7 @@ def edition_dispatch_complete(*, edition: Edition, after_id: int = 0, rest: bool
         if rest:
             count += _insert_deliveries(edition, recipients, window=window)
         if edition.kind == Edition.Kind.DIGEST:
+            assert edition.window_end is not None  # a digest has a window
             # Due readers with nothing new have had this moment: their next window
             # starts here. The others' windows move as their digests are sent; a
             # first digest's look-back is written down now, so that cancelling it
