@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from anymail.exceptions import AnymailError
 from django import forms
@@ -48,7 +48,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import conditional_escape, format_html, format_html_join
 
-from newsroom.admin_mixins import ReadOnlyAdminMixin
+from newsroom.admin_mixins import ReadOnlyAdminMixin, admin_user
 from newsroom.middleware import allow_inline_styles
 from newsroom.models import Category
 from newsroom.ops.samples import edition_rate_chart
@@ -118,9 +118,8 @@ class ConsentRecordInline(_SubscriberPermissionMixin, admin.TabularInline):
     """The append-only consent record, shown, never edited."""
 
     model = ConsentRecord
-    fields = ["at", "action", "method", "ip_address", "user_agent", "page", "wording_version",
-              "details"]
-    readonly_fields = fields
+    fields = readonly_fields = ("at", "action", "method", "ip_address", "user_agent", "page",
+                                "wording_version", "details")
     ordering = ["at", "id"]
     extra = 0
     can_delete = False
@@ -131,8 +130,7 @@ class TrackingEventInline(_SubscriberPermissionMixin, admin.TabularInline):
 
     model = TrackingEvent
     verbose_name_plural = "email events (bounces, complaints, ESP unsubscribes)"
-    fields = ["received_at", "esp", "event_type", "reason", "outcome"]
-    readonly_fields = fields
+    fields = readonly_fields = ("received_at", "esp", "event_type", "reason", "outcome")
     ordering = ["received_at", "id"]
     extra = 0
     can_delete = False
@@ -248,7 +246,7 @@ class SubscriberAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             raise Http404(f"No subscriber with id {object_id!r}.")
         return subscriber
 
-    def export_csv_view(self, request: HttpRequest) -> HttpResponse:
+    def export_csv_view(self, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         """The change list as it stands (filters, search, order) as CSV, streamed."""
         if not (self.has_view_permission(request) and self.has_export_permission(request)):
             raise PermissionDenied
@@ -305,7 +303,7 @@ class SubscriberAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             if subscriber.erased_at is not None:
                 self.message_user(request, "This subscriber was already erased.", messages.WARNING)
                 return HttpResponseRedirect(change_url)
-            subscriber_erase(subscriber=subscriber, by=request.user)
+            subscriber_erase(subscriber=subscriber, by=admin_user(request))
             subscriber.refresh_from_db()  # the history must name the erased row, not the address
             self.log_change(request, subscriber, "Erased personal data on request.")
             self.message_user(
@@ -518,7 +516,9 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ("Progress", {"fields": ["targeted", "sent", "failed", "skipped", "requeued",
                                  "progress", "rate", "eta"]}),
     ]
-    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+    # Flat lists above: every entry is a field name.
+    readonly_fields = [name for _, options in fieldsets
+                       for name in cast("list[str]", options["fields"])]
     actions = ["pause_selected", "resume_selected", "cancel_selected"]
     change_form_template = "admin/subscriptions/edition/change_form.html"
     steer_confirmation_template = "admin/subscriptions/edition/steer_confirmation.html"
@@ -821,7 +821,7 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if not self.has_send_permission(request):
             raise PermissionDenied
         change_url = self._change_url(edition)
-        to = request.user.email
+        to = admin_user(request).email
         if not to:
             self.message_user(request, "Your user account has no email address: add one to "
                               "receive test sends.", messages.ERROR)
@@ -935,6 +935,5 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_search_results(self, request, queryset, search_term_):
         return super().get_search_results(request, queryset, search_term(search_term_))
     show_full_result_count = False
-    fields = ["edition", "subscriber", "status", "attempts", "window_start", "claim",
-              "claimed_at", "sent_at", "message_id", "last_error"]
-    readonly_fields = fields
+    fields = readonly_fields = ("edition", "subscriber", "status", "attempts", "window_start",
+                                "claim", "claimed_at", "sent_at", "message_id", "last_error")
