@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from html import unescape
+from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 import css_inline
@@ -215,7 +216,7 @@ def digest_content(
     the reader's window is left out without a word.
     """
     by_category: dict[int, list[Story]] = {}
-    for story in sorted(stories, key=lambda s: s.published_at, reverse=True):
+    for story in sorted(stories, key=attrgetter("published_at"), reverse=True):  # all dated
         by_category.setdefault(story.category_id, []).append(story)
     layout = _digest_layout()
     shown = [(category, layout.section(category, by_category[category.pk]))
@@ -295,7 +296,8 @@ class _Section:
 
 # Stands in for a section to find where the sections go: its pass holds a text
 # no real section has, which autoescaping changes.
-_PROBE = (types.SimpleNamespace(name="\x00&probe\x00", anchor="", url="", more=0), [])
+_PROBE: tuple[object, list[dict[str, str]]] = (
+    types.SimpleNamespace(name="\x00&probe\x00", anchor="", url="", more=0), [])
 
 
 class _Loop:
@@ -311,7 +313,7 @@ class _Loop:
     def __init__(self, template: DjangoTemplate) -> None:
         self.template = template
         [self.node] = [node for node in template.template.nodelist.get_nodes_by_type(ForNode)
-                       if str(node.sequence) == "sections"]
+                       if isinstance(node, ForNode) and str(node.sequence) == "sections"]
         rendered = template.render({"sections": [_PROBE]})
         for autoescape in (True, False):
             self.autoescape = autoescape
@@ -379,6 +381,7 @@ def _digest_layout() -> _DigestLayout:
     development starts a new one)."""
     global _layout
     html, text = get_template(f"{_DIGEST}.html"), get_template(f"{_DIGEST}.txt")
+    assert isinstance(html, DjangoTemplate) and isinstance(text, DjangoTemplate)
     if _layout is None or _layout.compiled != (html.template, text.template):
         _layout = _DigestLayout(html, text)
     return _layout
