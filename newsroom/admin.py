@@ -16,7 +16,7 @@ else the publish/unpublish confirmation shows).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django import forms
 from django.contrib import admin, messages
@@ -31,8 +31,16 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from newsroom import services
+from newsroom.admin_mixins import admin_user
 from newsroom.models import Category, Source, Story
 from newsroom.rendering import render_html
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class _StoryCount(TypedDict):
+    story_count: int
 
 
 @admin.register(Category)
@@ -46,7 +54,7 @@ class CategoryAdmin(admin.ModelAdmin):
         return super().get_queryset(request).annotate(story_count=Count("stories"))
 
     @admin.display(description="stories", ordering="story_count")
-    def story_count(self, category: Category) -> int:
+    def story_count(self, category: WithAnnotations[Category, _StoryCount]) -> int:
         return category.story_count
 
 
@@ -67,8 +75,9 @@ class StoryAdminForm(forms.ModelForm):
             "published_at",
         ]
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         # Status is not a form field, so the model's check constraint (published
         # implies a publication time) would be skipped and fail in the database.
         if (
@@ -110,7 +119,7 @@ class StoryAdmin(admin.ModelAdmin):
     def save_model(
         self, request: HttpRequest, obj: Story, form: forms.ModelForm, change: bool
     ) -> None:
-        obj.last_editor = request.user
+        obj.last_editor = admin_user(request)
         super().save_model(request, obj, form, change)
 
     @admin.display(description="preview")
@@ -137,7 +146,7 @@ class StoryAdmin(admin.ModelAdmin):
             queryset,
             action="publish",
             pending=Story.Status.DRAFT,
-            transition=lambda story: services.story_publish(story=story, by=request.user),
+            transition=lambda story: services.story_publish(story=story, by=admin_user(request)),
             done="Published",
             unchanged="already published",
             then=lambda published: self.after_publish(request, published),
@@ -152,7 +161,7 @@ class StoryAdmin(admin.ModelAdmin):
             action="unpublish",
             pending=Story.Status.PUBLISHED,
             transition=lambda story: services.story_unpublish(
-                story=story, by=request.user, **options),
+                story=story, by=admin_user(request), **options),
             done="Unpublished",
             unchanged="not published",
         )

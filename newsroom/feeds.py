@@ -15,7 +15,7 @@ from django.conf import settings
 from django.contrib.syndication.views import Feed
 from django.http import Http404, HttpRequest
 from django.urls import reverse
-from django.utils.feedgenerator import Atom1Feed, Rss201rev2Feed
+from django.utils.feedgenerator import Atom1Feed, Rss201rev2Feed, SyndicationFeed
 
 from newsroom import selectors
 from newsroom.models import Category, Story
@@ -26,7 +26,7 @@ FEED_ITEMS = 30  # a feed reader polls often; a month of back issues is what the
 class _StoryFeed(Feed):
     """The latest live stories; subclasses narrow them to a category."""
 
-    feed_type = Rss201rev2Feed
+    feed_type: type[SyndicationFeed] = Rss201rev2Feed
 
     def get_object(self, request: HttpRequest, *args: object, **kwargs: object) -> Category | None:
         return None
@@ -92,7 +92,7 @@ class _CategoryMixin:
 
 
 class _Atom:
-    feed_type = Atom1Feed
+    feed_type: type[SyndicationFeed] = Atom1Feed
 
     def subtitle(self, obj: Category | None) -> str:
         return _StoryFeed.description(self, obj)  # type: ignore[arg-type]

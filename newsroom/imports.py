@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from django.db import DatabaseError, transaction
 from django.utils import timezone
@@ -164,7 +165,7 @@ def story_import(data: StoryFile) -> Outcome:
     An import that changes nothing saves nothing, so `updated_at` keeps telling
     when an editor (or a changed file) last touched the story.
     """
-    values = {
+    values: dict[str, Any] = {
         "headline": data.headline,
         "category": category_for_import(data.category),
         "story_number": data.story_number,

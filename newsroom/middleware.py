@@ -104,11 +104,14 @@ def _policy(*, inline_styles: bool) -> str:
     return "; ".join(f"{name} {value}" for name, value in directives.items())
 
 
+_INLINE_STYLES = "csp_inline_styles"  # a marker attribute no HttpResponse declares
+
+
 def allow_inline_styles(response: HttpResponse) -> HttpResponse:
     """Mark a response that shows email HTML: mail clients need inline CSS, so
     css-inline writes `style` attributes, and a srcdoc iframe inherits its page's
     policy. Scripts stay refused."""
-    response.csp_inline_styles = True
+    setattr(response, _INLINE_STYLES, True)
     return response
 
 
@@ -128,6 +131,6 @@ class ContentSecurityPolicyMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         if "Content-Security-Policy" not in response:
-            relaxed = getattr(response, "csp_inline_styles", False)
+            relaxed = getattr(response, _INLINE_STYLES, False)
             response["Content-Security-Policy"] = self.inline_styles if relaxed else self.strict
         return response

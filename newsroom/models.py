@@ -108,7 +108,7 @@ class Story(models.Model):
             return
         if kwargs.get("update_fields") is not None:
             kwargs["update_fields"] = {*kwargs["update_fields"], "revision"}
-        self.revision = F("revision") + 1  # type: ignore[assignment]
+        self.revision = F("revision") + 1
         super().save(*args, **kwargs)
         self.refresh_from_db(fields=["revision"])
 

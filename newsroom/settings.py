@@ -46,7 +46,7 @@ class Env(environ.Env):
         super().__init__()
         self.ENVIRON = {k: v.strip() for k, v in os.environ.items() if v.strip()}
 
-    def bool(self, var: str, default: Any = False) -> builtins.bool:  # type: ignore[override]
+    def bool(self, var: str, default: Any = False) -> builtins.bool:
         raw = self.ENVIRON.get(var, "").lower()
         if not raw:
             return builtins.bool(default)
@@ -62,7 +62,7 @@ class Env(environ.Env):
             raise ImproperlyConfigured(
                 f"{var} must be a whole number, not {self.ENVIRON[var]!r}") from None
 
-    def list(self, var: str, cast: Any = None,  # type: ignore[override]
+    def list(self, var: str, cast: Any = None,
              default: Any = environ.Env.NOTSET) -> builtins.list[str]:
         """Comma-separated, each item stripped, empty items dropped."""
         return [item.strip() for item in super().list(var, cast, default) if item.strip()]

@@ -36,6 +36,7 @@ def edition_view(request: HttpRequest, token: str) -> HttpResponse:
         except ContentError:
             raise Http404("This alert can no longer be shown.") from None
     else:
+        assert edition.window_end is not None  # a digest has a window
         categories = list(Category.objects.filter(pk__in=key.category_ids))
         stories = list(Story.objects.filter(
             status=Story.Status.PUBLISHED, category__in=categories,

@@ -137,7 +137,8 @@ class TopicField(forms.ModelMultipleChoiceField):
                     self.error_messages["invalid_pk_value"], code="invalid_pk_value",
                     params={"pk": pk},
                 )
-        return super()._check_values(value)
+        # Django's own (private) step, which django-stubs does not declare.
+        return super()._check_values(value)  # type: ignore[misc]
 
     def label_from_instance(self, obj: Category) -> str:
         if not obj.description:

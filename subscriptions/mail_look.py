@@ -28,7 +28,7 @@ def strip_bidi(text: str) -> str:
 
 
 def _luminance(colour: str) -> float:
-    def channel(c: int) -> float:
+    def channel(c: float) -> float:
         c /= 255
         return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
     r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))

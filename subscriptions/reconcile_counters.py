@@ -53,5 +53,5 @@ def reconcile_actions_record(actions: Mapping[str, int], *, now: float | None = 
 
 def reconcile_totals() -> dict[str, float]:
     """The totals so far: one field per action, plus `runs` and `last_run`."""
-    raw = _redis().hgetall(RECONCILE_KEY)
+    raw: dict[bytes, bytes] = _redis().hgetall(RECONCILE_KEY)  # type: ignore[assignment]
     return {key.decode(): float(value) for key, value in raw.items()}

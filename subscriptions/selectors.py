@@ -57,6 +57,7 @@ def digest_audience(edition: Edition) -> QuerySet[Subscriber]:
     they had nothing new) and who have no other digest on its way to them (it
     would cover the same window)."""
     due = edition.window_end
+    assert due is not None  # a digest has a window
     slots = Q()
     for tz, hour in edition.audience["slots"]:
         slots |= Q(timezone=tz, digest_hour=hour)

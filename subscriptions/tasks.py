@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import smtplib
+from typing import Any
 
 from anymail.exceptions import AnymailAPIError
 from celery import shared_task
+from celery.contrib.django.task import DjangoTask
 from django.db import InterfaceError, OperationalError
 
 from subscriptions import emails
@@ -19,7 +21,7 @@ TRANSIENT = (smtplib.SMTPException, ConnectionError, TimeoutError, OSError, Anym
 
 
 @shared_task(
-    name="subscriptions.subscriber_email_send",
+    name="subscriptions.subscriber_email_send", base=DjangoTask,  # has delay_on_commit
     autoretry_for=TRANSIENT, retry_backoff=5, retry_backoff_max=600, retry_jitter=True,
     max_retries=10,
 )
@@ -29,10 +31,11 @@ def subscriber_email_send(subscriber_id: int, kind: str) -> bool:
 
 @shared_task(
     name="subscriptions.tracking_event_process",  # queue "priority": CELERY_TASK_ROUTES
+    base=DjangoTask,  # has delay_on_commit
     autoretry_for=(OperationalError, InterfaceError), retry_backoff=2, retry_backoff_max=120,
     retry_jitter=True, max_retries=8,
 )
-def tracking_event_process(**payload: str | None) -> str:
+def tracking_event_process(**payload: Any) -> str:
     """One ESP event (bounce, complaint...); safe to run twice (deduped on event id)."""
     return tracking.tracking_event_process(**payload)
 

@@ -138,6 +138,8 @@ class _Signer(signing.TimestampSigner):
     SECRET_KEY (or a fallback) gets its own.
     """
 
+    salt: str  # text, as Django's own signature() assumes (it appends "signer")
+
     def timestamp(self) -> str:
         return _b62(int(time.time()))
 

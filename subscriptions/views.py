@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from typing import Any
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -126,7 +127,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         # page's script then replaces with the browser's zone.
         chosen = [request.GET.get("tz"), request.COOKIES.get(TIMEZONE_COOKIE)]
         timezone = timezone_or_default(*chosen)
-        initial = {"timezone": timezone}
+        initial: dict[str, Any] = {"timezone": timezone}
         if slugs := request.GET.getlist("category")[:20]:
             # Story pages link here with their category ticked (?category=world).
             initial["categories"] = list(Category.objects.filter(slug__in=slugs))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from anymail import urls as anymail_urls
 from anymail.exceptions import AnymailConfigurationError, AnymailWebhookValidationFailure
@@ -75,8 +76,8 @@ def missing_credentials(esp: str) -> list[str]:
     if esp not in SIGNING_KEYS:
         return []  # no tracking webhook in anymail (console, test, scaleway)
     needed = ["WEBHOOK_SECRET"]
-    if SIGNING_KEYS[esp]:
-        needed.append(SIGNING_KEYS[esp])
+    if signing_key := SIGNING_KEYS[esp]:
+        needed.append(signing_key)
     return [name for name in needed if not _configured(name)]
 
 
@@ -103,7 +104,14 @@ def fail_closed(view: Callable[..., HttpResponse], esp: str) -> Callable[..., Ht
     return guarded
 
 
-class _ReadableBodyOnly:
+# For mypy the mixin is the view it is mixed into, so that super() resolves.
+if TYPE_CHECKING:
+    class _MixinBase(AnymailCoreWebhookView): ...
+else:
+    _MixinBase = object
+
+
+class _ReadableBodyOnly(_MixinBase):
     """Mixed in before an anymail view: unreadable requests are 400s, not 500s."""
 
     def run_validators(self, request):
@@ -133,11 +141,11 @@ def _hardened(pattern: URLPattern) -> URLPattern:
     view_class = getattr(pattern.callback, "view_class", None)
     if view_class is None or not issubclass(view_class, AnymailCoreWebhookView):
         return pattern
-    hardened = type(view_class.__name__, (_ReadableBodyOnly, view_class), {
-        "__module__": __name__,
-        "__doc__": view_class.__doc__,
-    })
-    view = hardened.as_view(**pattern.callback.view_initkwargs)
+    hardened: type[AnymailCoreWebhookView] = type(
+        view_class.__name__, (_ReadableBodyOnly, view_class),
+        {"__module__": __name__, "__doc__": view_class.__doc__},
+    )
+    view = hardened.as_view(**getattr(pattern.callback, "view_initkwargs", {}))
     return URLPattern(pattern.pattern, view, pattern.default_args, pattern.name)
 
 

@@ -14,11 +14,17 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from celery.signals import before_task_publish
 from django.conf import settings
 
 from newsroom.celery import app
+
+if TYPE_CHECKING:
+    import redis
+    from kombu import Connection
+    from kombu.transport.redis import Channel as RedisChannel
 
 UNACKED_KEY = "unacked"
 
@@ -53,11 +59,16 @@ def _age(raw: bytes | None, now: float) -> float | None:
     return max(0.0, now - float(published))
 
 
+def _redis(connection: Connection) -> redis.Redis:
+    """The broker's Redis client: kombu types a channel as any transport's."""
+    return cast("RedisChannel", connection.default_channel).client
+
+
 def queue_stats(queues: Iterable[str] | None = None) -> list[QueueStats]:
     """Depth and oldest-message age of each queue, in one Redis round trip."""
     names = list(queues) if queues is not None else known_queues()
     with app.connection_for_read() as connection:
-        client = connection.default_channel.client
+        client = _redis(connection)
         pipe = client.pipeline(transaction=False)
         for name in names:
             pipe.llen(name)
@@ -73,4 +84,4 @@ def queue_stats(queues: Iterable[str] | None = None) -> list[QueueStats]:
 def unacked_count() -> int:
     """Messages taken by workers and not yet acknowledged (in progress)."""
     with app.connection_for_read() as connection:
-        return int(connection.default_channel.client.hlen(UNACKED_KEY) or 0)
+        return int(_redis(connection).hlen(UNACKED_KEY) or 0)

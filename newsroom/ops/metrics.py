@@ -252,7 +252,7 @@ class NewsroomCollector:
         for kind in Edition.Kind.values:
             latest = (finished.filter(kind=kind).order_by("-finished_at")
                       .values_list("started_at", "finished_at").first())
-            if latest is not None:
+            if latest is not None and latest[0] and latest[1]:  # both set, as filtered
                 last.add_metric([kind], (latest[1] - latest[0]).total_seconds())
 
         sending = GaugeMetricFamily(

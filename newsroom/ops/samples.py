@@ -67,7 +67,7 @@ class Sample:
 
 def _redis() -> Any:
     """The raw client behind the Django cache: lists are not in the cache API."""
-    return cache._cache.get_client(write=True)
+    return cache._cache.get_client(write=True)  # type: ignore[attr-defined]  # RedisCache
 
 
 def _key() -> str:

@@ -16,6 +16,7 @@ runs, and shows as silent.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -71,8 +72,8 @@ class Snapshot:
         )
 
 
-def _worker(name: str, stats: dict, queues: list[dict] | None, active: list[dict] | None,
-            now: float) -> WorkerInfo:
+def _worker(name: str, stats: Mapping[str, Any], queues: Sequence[Mapping[str, Any]] | None,
+            active: Sequence[Mapping[str, Any]] | None, now: float) -> WorkerInfo:
     starts = [task["time_start"] for task in active or () if task.get("time_start")]
     return WorkerInfo(
         name=name,

@@ -25,6 +25,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from newsroom.admin import StoryAdmin
+from newsroom.admin_mixins import admin_user
 from newsroom.middleware import allow_inline_styles
 from newsroom.models import Story
 from subscriptions.selectors import (
@@ -68,7 +69,8 @@ class StoryAlertAdmin(StoryAdmin):
                 self.message_user(
                     request,
                     f"“{story.headline}” is scheduled for "
-                    f"{date_format(story.published_at, 'DATETIME_FORMAT')}: send its breaking "
+                    f"{date_format(story.published_at or '', 'DATETIME_FORMAT')}: "
+                    "send its breaking "
                     "alert from its page once it is live.",
                     messages.INFO,
                 )
@@ -147,7 +149,8 @@ class StoryAlertAdmin(StoryAdmin):
         if story.status != Story.Status.PUBLISHED:
             return "it is not published; publish it before sending an alert"
         if not story.is_live:
-            return (f"it is scheduled for {date_format(story.published_at, 'DATETIME_FORMAT')}; "
+            when = date_format(story.published_at or "", "DATETIME_FORMAT")
+            return (f"it is scheduled for {when}; "
                     "send its alert once it is live, or the link would lead nowhere")
         return None
 
@@ -222,7 +225,7 @@ class StoryAlertAdmin(StoryAdmin):
                                   f"sent as it is: {problem}.", messages.ERROR)
                 return HttpResponseRedirect(self._alert_url(story))
             try:
-                edition = edition_create_alert(story=story, by=request.user)
+                edition = edition_create_alert(story=story, by=admin_user(request))
             except AlertAlreadySent as exc:  # another editor, or a double click, won
                 return self._already_sent(request, story, exc.edition.pk)
             except EditionError as exc:

@@ -14,7 +14,7 @@ import email.policy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from anymail.exceptions import AnymailError
 from django import forms
@@ -33,7 +33,7 @@ from django.utils.formats import date_format
 from django.utils.html import conditional_escape, format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from newsroom.admin_mixins import ReadOnlyAdminMixin
+from newsroom.admin_mixins import ReadOnlyAdminMixin, admin_user
 from newsroom.middleware import allow_inline_styles
 from subscriptions.addresses import search_term
 from subscriptions.forms import AddressField
@@ -171,7 +171,9 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ("Progress", {"fields": ["targeted", "sent", "failed", "skipped", "requeued",
                                  "progress", "rate", "eta"]}),
     ]
-    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+    # Flat lists above: every entry is a field name.
+    readonly_fields = [name for _, options in fieldsets
+                       for name in cast("list[str]", options["fields"])]
     actions = ["pause_selected", "resume_selected", "cancel_selected"]
     change_form_template = "admin/subscriptions/edition/change_form.html"
     steer_confirmation_template = "admin/subscriptions/edition/steer_confirmation.html"
@@ -478,7 +480,7 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if not self.has_send_permission(request):
             raise PermissionDenied
         change_url = self._change_url(edition)
-        to = request.user.email
+        to = admin_user(request).email
         if not to:
             self.message_user(request, "Your user account has no email address: add one to "
                               "receive test sends.", messages.ERROR)
@@ -595,6 +597,5 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_search_results(self, request, queryset, search_term_):
         return super().get_search_results(request, queryset, search_term(search_term_))
     show_full_result_count = False
-    fields = ["edition", "subscriber", "status", "attempts", "window_start", "claim",
-              "claimed_at", "sent_at", "message_id", "last_error"]
-    readonly_fields = fields
+    fields = readonly_fields = ("edition", "subscriber", "status", "attempts", "window_start",
+                                "claim", "claimed_at", "sent_at", "message_id", "last_error")

@@ -30,11 +30,12 @@ from django.http import (
     HttpResponseRedirect,
     StreamingHttpResponse,
 )
+from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
-from newsroom.admin_mixins import ReadOnlyAdminMixin
+from newsroom.admin_mixins import ReadOnlyAdminMixin, admin_user
 from newsroom.models import Category
 from subscriptions.addresses import search_term
 from subscriptions.models import ConsentRecord, Subscriber, TrackingEvent
@@ -79,9 +80,8 @@ class ConsentRecordInline(_SubscriberPermissionMixin, admin.TabularInline):
     """The append-only consent record, shown, never edited."""
 
     model = ConsentRecord
-    fields = ["at", "action", "method", "ip_address", "user_agent", "page", "wording_version",
-              "details"]
-    readonly_fields = fields
+    fields = readonly_fields = ("at", "action", "method", "ip_address", "user_agent", "page",
+                                "wording_version", "details")
     ordering = ["at", "id"]
     extra = 0
     can_delete = False
@@ -92,8 +92,7 @@ class TrackingEventInline(_SubscriberPermissionMixin, admin.TabularInline):
 
     model = TrackingEvent
     verbose_name_plural = "email events (bounces, complaints, ESP unsubscribes)"
-    fields = ["received_at", "esp", "event_type", "reason", "outcome"]
-    readonly_fields = fields
+    fields = readonly_fields = ("received_at", "esp", "event_type", "reason", "outcome")
     ordering = ["received_at", "id"]
     extra = 0
     can_delete = False
@@ -199,7 +198,7 @@ class SubscriberAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             raise Http404(f"No subscriber with id {object_id!r}.")
         return subscriber
 
-    def export_csv_view(self, request: HttpRequest) -> HttpResponse:
+    def export_csv_view(self, request: HttpRequest) -> HttpResponseBase:
         """The change list as it stands (filters, search, order) as CSV, streamed."""
         if not (self.has_view_permission(request) and self.has_export_permission(request)):
             raise PermissionDenied
@@ -256,7 +255,7 @@ class SubscriberAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             if subscriber.erased_at is not None:
                 self.message_user(request, "This subscriber was already erased.", messages.WARNING)
                 return HttpResponseRedirect(change_url)
-            subscriber_erase(subscriber=subscriber, by=request.user)
+            subscriber_erase(subscriber=subscriber, by=admin_user(request))
             subscriber.refresh_from_db()  # the history must name the erased row, not the address
             self.log_change(request, subscriber, "Erased personal data on request.")
             self.message_user(

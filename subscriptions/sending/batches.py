@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import formatdate
@@ -135,7 +136,11 @@ class _Contents:
         return self.templates[key]
 
 
-def _digest_variants(edition: Edition, rows: list[tuple]) -> dict[int, tuple[tuple, object]]:
+# Builds a content on a cache miss; None: nothing new for these readers.
+_Builder = Callable[[], Content] | None
+
+
+def _digest_variants(edition: Edition, rows: list[tuple]) -> dict[int, tuple[tuple, _Builder]]:
     """Per delivery id: (variant key, builder, or None if nothing is new) for its digest."""
     follows: dict[int, set[int]] = defaultdict(set)
     for subscriber_id, category_id in Subscriber.categories.through.objects.filter(
@@ -155,9 +160,10 @@ def _digest_variants(edition: Edition, rows: list[tuple]) -> dict[int, tuple[tup
     # A followed category without stories shows no section: only its pk counts (in
     # the "view in browser" link), so a reference stands in for it.
     categories = {s.category_id: s.category for s in stories}
+    assert edition.window_end is not None  # a digest has a window
     day = edition_content.issue_date(edition.window_end, edition.audience.get("slots", ()))
-    variants: dict[tuple, tuple[tuple, object]] = {}
-    chosen: dict[int, tuple[tuple, object]] = {}
+    variants: dict[tuple, tuple[tuple, _Builder]] = {}
+    chosen: dict[int, tuple[tuple, _Builder]] = {}
     for delivery_id, subscriber_id, _email, window_start in rows:
         cats = tuple(sorted(follows.get(subscriber_id, ())))
         if (window_start, cats) not in variants:
@@ -279,7 +285,7 @@ def _prepare(edition: Edition, rows: list[tuple]) -> _Prepared:
         # Read afresh for every batch: a correction saved mid-send is in the next one.
         story = edition.stories.select_related("category").get()
         revision = story.revision
-        build = lambda: edition_content.alert_content(edition.pk, story)  # noqa: E731
+        build: _Builder = lambda: edition_content.alert_content(edition.pk, story)  # noqa: E731
         variants = {row[0]: (edition_content.alert_key(story), build) for row in rows}
     else:
         variants = _digest_variants(edition, rows)
@@ -431,6 +437,7 @@ def _merge_content(content: Content) -> MergeContent:
 def _window_for(edition: Edition, subscriber: Subscriber) -> datetime | None:
     if edition.kind != Edition.Kind.DIGEST:
         return None
+    assert edition.window_end is not None  # a digest has a window
     delivery = Delivery.objects.filter(edition=edition, subscriber=subscriber).first()
     if delivery is not None:
         return delivery.window_start
@@ -561,7 +568,7 @@ def _record_sent_with_ids(sent: list[Result], now: datetime, revision: int | Non
         chunk = sent[start : start + _SENT_ROWS_PER_STATEMENT]
         values = ", ".join([f"(CAST(%s AS {id_type}), CAST(%s AS {message_id_type}))",
                             *["(%s, %s)"] * (len(chunk) - 1)])
-        params: list[object] = [Delivery.Status.SENT.value, sent_at, revision]
+        params: list[str | int | None] = [Delivery.Status.SENT.value, sent_at, revision]
         for r in chunk:
             params += [r.delivery_id, r.esp_message_id]
         params += [min(r.delivery_id for r in chunk), max(r.delivery_id for r in chunk)]

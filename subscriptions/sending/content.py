@@ -25,12 +25,15 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from html import unescape
+from operator import attrgetter
 from typing import TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import css_inline
 from django.conf import settings
 from django.core import signing
+from django.template.backends.django import Template as EngineTemplate
+from django.template.base import Template as DjangoTemplate
 from django.template.loader import get_template, render_to_string
 from django.urls import reverse
 from django.utils.html import strip_tags
@@ -215,7 +218,7 @@ def digest_content(
     the reader's window is left out without a word.
     """
     by_category: dict[int, list[Story]] = {}
-    for story in sorted(stories, key=lambda s: s.published_at, reverse=True):
+    for story in sorted(stories, key=attrgetter("published_at"), reverse=True):  # all dated
         by_category.setdefault(story.category_id, []).append(story)
     shown = [(category, _section(category, by_category[category.pk]))
              for category in sorted(categories, key=lambda c: (c.order, c.name))
@@ -375,7 +378,7 @@ def _section(category: Category, stories: Sequence[Story]) -> _Section:
     page = get_template(f"{_DIGEST}.html")
     look_key = _look_key()
     key = SectionKey(
-        templates=(html.template, text.template, page.template), look=look_key,
+        templates=(_source(html), _source(text), _source(page)), look=look_key,
         category=(category.pk, category.name, category.slug), more=more,
         stories=tuple((s.pk, s.revision, s.slug, s.headline, s.dek, "" if s.dek else s.body)
                       for s in stories))
@@ -386,7 +389,7 @@ def _section(category: Category, stories: Sequence[Story]) -> _Section:
         items = [{"headline": strip_bidi(s.headline), "summary": story_summary(s),
                   "url": settings.SITE_URL + s.get_absolute_url()} for s in stories]
         context = {"category": heading, "stories": items}
-        blank = _cache.get(PageKey(page.template, look_key), lambda: _page_apart(look()))
+        blank = _cache.get(PageKey(_source(page), look_key), lambda: _page_apart(look()))
         inlined = _inline_apart(blank[0], html.render(context), blank[1])[1]
         return _Section(heading, items, inlined, text.render(context))
 
@@ -417,3 +420,10 @@ def alert_preview(*, story: Story) -> dict[str, str]:
             "html": fill_generic(alert.html),
             "text": fill_generic(alert.text),
             "digest_html": fill_generic(digest.html)}
+
+
+def _source(template: object) -> DjangoTemplate:
+    """The Django template behind an engine's template object: the key part that
+    changes when the file does (the cached loader keeps one per process)."""
+    assert isinstance(template, EngineTemplate)  # the DjangoTemplates engine, settings.TEMPLATES
+    return template.template

@@ -115,7 +115,8 @@ def _topics_signature() -> Subquery:
     return Subquery(
         through.objects.filter(subscriber_id=OuterRef("pk")).order_by()
         .values("subscriber_id")
-        .annotate(signature=Sum(Power(2, F("category_id") % 50)))
+        # the plugin cannot follow annotate() after values()
+        .annotate(signature=Sum(Power(2, F("category_id") % 50)))  # type: ignore[misc]
         .values("signature")[:1]
     )
 
@@ -206,7 +207,8 @@ def _dispatch_may_start(edition: Edition, *, now: datetime) -> bool:
             problem := alert_content_problem(story=edition.stories.get())):
         edition_fail(edition_id=edition.pk, reason=problem)
         return False
-    if edition.kind == Edition.Kind.DIGEST and (early := edition.window_end - db_now()) > ZERO:
+    if (edition.kind == Edition.Kind.DIGEST and edition.window_end is not None
+            and (early := edition.window_end - db_now()) > ZERO):
         # Made by a host whose clock runs fast: a digest never leaves before it is due.
         enqueue.enqueue_dispatch(edition, countdown=early.total_seconds() + 1)
         return False
@@ -259,6 +261,7 @@ def _digest_dispatched(edition: Edition) -> None:
     digests are sent; a first digest's look-back is written down now, so that
     cancelling it loses none of those stories either. The edition lists the
     stories any of its digests can hold."""
+    assert edition.window_end is not None  # a digest has a window
     has_row = Exists(Delivery.objects.filter(edition=edition, subscriber_id=OuterRef("pk")))
     digest_audience(edition).exclude(has_row).update(last_digest_due_at=edition.window_end)
     digest_audience(edition).filter(has_row, last_digest_due_at__isnull=True).update(

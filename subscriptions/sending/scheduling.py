@@ -8,6 +8,7 @@ stories a digest may hold) starts where the last digest that reached them was du
 
 from __future__ import annotations
 
+import functools
 import logging
 import zoneinfo
 from collections import defaultdict
@@ -94,7 +95,7 @@ def digests_schedule(*, now: datetime | None = None) -> list[Edition]:
             edition_log_state(edition, CATCH_UP_NOTE if late else "planned",
                               level=logging.WARNING if late else logging.INFO)
             created.append(edition)
-            transaction.on_commit(lambda e=edition: enqueue.enqueue_dispatch(e))
+            transaction.on_commit(functools.partial(enqueue.enqueue_dispatch, edition))
         else:
             _edition_add_slots(edition, group_slots)
     _schedule_ran(now)

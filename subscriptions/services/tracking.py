@@ -54,7 +54,7 @@ SOFT_ESP_KINDS = frozenset({"SoftBounce", "Transient", "DnsError", "soft_bounce"
 # A `rejected` event means the ESP refused to send; these reasons say why in
 # terms of the person, so they suppress like the event they stand for.
 # Other reasons (blocked, timed_out, other) are the ESP's policy, not ours to act on.
-REJECT_STATUS = {
+REJECT_STATUS: dict[str, Subscriber.Status] = {
     RejectReason.BOUNCED: Subscriber.Status.BOUNCED,
     RejectReason.INVALID: Subscriber.Status.BOUNCED,
     RejectReason.SPAM: Subscriber.Status.COMPLAINED,
@@ -124,10 +124,10 @@ def is_temporary_failure(*, event_type: str, esp_kind: str = "", mta_response: s
     if esp_kind in SOFT_ESP_KINDS:
         return True
     match = _SMTP_CODE.match(mta_response) or _ENHANCED_CODE.search(mta_response)
-    return bool(match) and match.group(1) == "4"
+    return match is not None and match.group(1) == "4"
 
 
-def _suppression(event_type: str, reject_reason: str | None) -> str | None:
+def _suppression(event_type: str, reject_reason: str | None) -> Subscriber.Status | None:
     """The status a hard event puts the subscriber in, or None."""
     if event_type == EventType.BOUNCED:
         return Subscriber.Status.BOUNCED
@@ -191,7 +191,7 @@ def tracking_event_process(
     # The spelling we store: an ESP reports an IDN domain in ASCII (xn--…), and
     # may echo a fullwidth one as it was given; both find the one row.
     address = email_lookup(recipient) if isinstance(recipient, str) else None
-    if address is None:
+    if address is None or recipient is None:  # (an address implies a recipient)
         logger.warning("tracking event without a usable recipient ignored", extra=log)
         return Outcome.MALFORMED
 
@@ -239,7 +239,8 @@ def _duplicate(log: dict[str, Any]) -> Outcome:
 
 
 def _suppress(
-    subscriber: Subscriber, status: str, esp_name: str, event_type: str, detail: str
+    subscriber: Subscriber, status: Subscriber.Status, esp_name: str, event_type: str,
+    detail: str,
 ) -> Outcome:
     # Once out, an address stays out for the reason it left; only a complaint
     # overrides (it is the strongest signal, and what mailbox providers count).

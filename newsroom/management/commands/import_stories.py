@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
@@ -24,7 +25,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, paths: list[Path], no_progress: bool, **options) -> None:
-        stream = self.stderr._out  # tqdm redraws with \r; OutputWrapper would add newlines
+        # tqdm redraws with \r; OutputWrapper would add newlines
+        stream = cast(TextIO, self.stderr._out)
         show = not no_progress and stream.isatty()
 
         def progress(files: list[Path]) -> Iterable[Path]:

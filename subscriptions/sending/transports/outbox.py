@@ -41,7 +41,7 @@ class OutboxBackend(BaseEmailBackend):
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # addresses inside
         for message in email_messages:
             _write(self.folder, f"{_stamp()}-{uuid.uuid4().hex[:8]}",
-                   message.message().as_bytes(linesep="\r\n"))  # type: ignore[call-arg]
+                   message.message().as_bytes(linesep="\r\n"))
         return len(email_messages)
 
 

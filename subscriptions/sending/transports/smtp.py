@@ -244,7 +244,9 @@ class SMTPBackend(DjangoSMTPBackend):
         return PipeliningConnection(
             self.host, self.port, username=self.username or "", password=self.password or "",
             use_tls=self.use_tls, use_ssl=self.use_ssl, timeout=self.timeout,
-            ssl_context=self.ssl_context if (self.use_tls or self.use_ssl) else None,
+            # ssl_context is Django's (a cached property), missing from django-stubs
+            ssl_context=(self.ssl_context  # type: ignore[attr-defined]
+                         if (self.use_tls or self.use_ssl) else None),
         )
 
 
