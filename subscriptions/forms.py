@@ -122,6 +122,11 @@ class TimezoneField(forms.ChoiceField):
     def to_python(self, value):
         return timezone_canonical(super().to_python(value))
 
+    def valid_value(self, value) -> bool:
+        # The choices are exactly `timezone_names()`: a set lookup, where ChoiceField's
+        # own check normalises the ~600 grouped choices again on every sign-up.
+        return str(value) in timezone_names()
+
 
 class TopicField(forms.ModelMultipleChoiceField):
     """Categories as checkboxes whose labels carry the category's description."""
