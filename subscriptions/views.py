@@ -127,18 +127,18 @@ def signup(request: HttpRequest) -> HttpResponse:
         # page's script then replaces with the browser's zone.
         chosen = [request.GET.get("tz"), request.COOKIES.get(TIMEZONE_COOKIE)]
         timezone = timezone_or_default(*chosen)
+        initial: dict = {"timezone": timezone}
         ticked: list[Category] = []
         if slugs := request.GET.getlist("category")[:20]:
             # Story pages link here with their category ticked (?category=world).
-            ticked = list(Category.objects.filter(slug__in=slugs).order_by("pk"))
+            ticked = initial["categories"] = list(
+                Category.objects.filter(slug__in=slugs).order_by("pk"))
         from_browser = timezone == DEFAULT_TIMEZONE and DEFAULT_TIMEZONE not in chosen
         # The same page for everyone but its CSRF token: rendered once per process
         # and variant (subscriptions/page_cache.py).
         return page_render(
             request, f"{PAGES}/signup.html",
-            lambda: _signup_context(SignupForm(initial={"timezone": timezone,
-                                                        **({"categories": ticked} if ticked
-                                                           else {})}),
+            lambda: _signup_context(SignupForm(initial=initial),
                                     timezone_from_browser=from_browser),
             vary=(timezone, from_browser, tuple(c.pk for c in ticked)), csrf=True,
         )
