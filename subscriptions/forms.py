@@ -116,11 +116,22 @@ def timezone_aliases_script() -> str:
     return json_script(ALIASES, "timezone-aliases")
 
 
+@functools.cache
+def digest_hour_choices() -> list[tuple[int, str]]:
+    """Callable choices: a form copies a list of choices per instance, a callable not."""
+    return [(hour, f"{hour:02d}:00") for hour in range(24)]
+
+
 class TimezoneField(forms.ChoiceField):
     """A choice of canonical zone that also takes an alias and stores its zone."""
 
     def to_python(self, value):
         return timezone_canonical(super().to_python(value))
+
+    def valid_value(self, value) -> bool:
+        # The choices are exactly `timezone_names()`: a set lookup, where ChoiceField's
+        # own check normalises the ~600 grouped choices again on every sign-up.
+        return str(value) in timezone_names()
 
 
 class TopicField(forms.ModelMultipleChoiceField):
@@ -189,7 +200,7 @@ class PreferencesForm(forms.Form):
     )
     digest_hour = forms.TypedChoiceField(
         label="Digest time", coerce=int, initial=DEFAULT_DIGEST_HOUR,
-        choices=[(hour, f"{hour:02d}:00") for hour in range(24)],
+        choices=digest_hour_choices,
         help_text="The hour, in your time zone, when the digest arrives.",
         error_messages={"required": "Choose an hour from 0 to 23.",
                         "invalid_choice": "Choose an hour from 0 to 23."},

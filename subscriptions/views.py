@@ -36,6 +36,7 @@ from subscriptions.forms import (
     timezone_or_default,
 )
 from subscriptions.models import Subscriber
+from subscriptions.page_cache import page_render
 from subscriptions.services.subscribers import (
     SIGNUP_WORDING_VERSION,
     RequestInfo,
@@ -128,12 +129,20 @@ def signup(request: HttpRequest) -> HttpResponse:
         chosen = [request.GET.get("tz"), request.COOKIES.get(TIMEZONE_COOKIE)]
         timezone = timezone_or_default(*chosen)
         initial: dict[str, Any] = {"timezone": timezone}
+        ticked: list[Category] = []
         if slugs := request.GET.getlist("category")[:20]:
             # Story pages link here with their category ticked (?category=world).
-            initial["categories"] = list(Category.objects.filter(slug__in=slugs))
-        form = SignupForm(initial=initial)
+            ticked = initial["categories"] = list(
+                Category.objects.filter(slug__in=slugs).order_by("pk"))
         from_browser = timezone == DEFAULT_TIMEZONE and DEFAULT_TIMEZONE not in chosen
-        return _signup_page(request, form, timezone_from_browser=from_browser)
+        # The same page for everyone but its CSRF token: rendered once per process
+        # and variant (subscriptions/page_cache.py).
+        return page_render(
+            request, f"{PAGES}/signup.html",
+            lambda: _signup_context(SignupForm(initial=initial),
+                                    timezone_from_browser=from_browser),
+            vary=(timezone, from_browser, tuple(c.pk for c in ticked)), csrf=True,
+        )
 
     info = _request_info(request)
     if not ratelimit.signup_allowed_for_client(info.ip_address):
@@ -148,16 +157,20 @@ def signup(request: HttpRequest) -> HttpResponse:
     return redirect("subscriptions:signup_done")
 
 
-def _signup_page(request: HttpRequest, form: SignupForm, *,
-                 timezone_from_browser: bool = False) -> HttpResponse:
-    return render(request, f"{PAGES}/signup.html", {
+def _signup_page(request: HttpRequest, form: SignupForm) -> HttpResponse:
+    """The page with a submitted form's errors (the unbound page is `page_render`'s)."""
+    return render(request, f"{PAGES}/signup.html", _signup_context(form))
+
+
+def _signup_context(form: SignupForm, *, timezone_from_browser: bool = False) -> dict:
+    return {
         "form": form,
         "wording_version": SIGNUP_WORDING_VERSION,
         # Only an untouched choice is the browser's to make: never one from a
         # link, a cookie or the reader's own submission coming back with errors.
         "timezone_from_browser": timezone_from_browser,
         "timezone_aliases": timezone_aliases_script() if timezone_from_browser else "",
-    })
+    }
 
 
 def _rate_limited(request: HttpRequest) -> HttpResponse:
@@ -289,11 +302,13 @@ def unsubscribe(request: HttpRequest, subscriber: Subscriber, token: str) -> Htt
     return _unsubscribe_page(request, token, unsubscribed=unsubscribed)
 
 
-def _unsubscribe_page(request: HttpRequest, token: str, **context) -> HttpResponse:
+def _unsubscribe_page(request: HttpRequest, token: str, **context: bool) -> HttpResponse:
     # No preferences link on this page: the unsubscribe token lives a year and
     # travels in headers and forwarded mail, and the preferences page shows the
     # address. The page offers to email that link to the address instead.
-    return render(request, f"{PAGES}/unsubscribe.html", {"token": token, **context})
+    # The same page for every reader but the token in its URLs (subscriptions/page_cache.py).
+    return page_render(request, f"{PAGES}/unsubscribe.html", lambda: context,
+                       vary=tuple(sorted(context.items())), splice={"token": token})
 
 
 @csrf_exempt  # cookieless like the page it is on; it can only mail the token's own address

@@ -173,3 +173,10 @@ def test_the_address_limit_reveals_nothing_about_known_addresses(settings, world
     assert answers["known@example.com"] == answers["unknown@example.com"]
     assert [status for status, *_ in answers["known@example.com"]] == [302, 302, 429, 429]
     assert len(enqueued) == 4  # two each, none over the limit
+
+
+def test_another_cache_backend_counts_through_the_cache_api(settings):
+    """Off Redis (one MULTI/EXEC round trip there), the cache's own add and incr count."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+    assert [ratelimit.hit("test", "a", limit=2) for _ in range(3)] == [True, True, False]
