@@ -53,6 +53,7 @@ from newsroom.middleware import allow_inline_styles
 from newsroom.models import Category
 from newsroom.ops.samples import edition_rate_chart
 from subscriptions.addresses import search_term
+from subscriptions.admin_import import import_urls
 from subscriptions.edition_content import ContentError
 from subscriptions.forms import AddressField
 from subscriptions.models import (
@@ -239,6 +240,7 @@ class SubscriberAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                  name="subscriptions_subscriber_export_json"),
             path("<path:object_id>/erase/", view(self.erase_view),
                  name="subscriptions_subscriber_erase"),
+            *import_urls(self),
             *super().get_urls(),
         ]
 

@@ -9,6 +9,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from subscriptions import emails
+from subscriptions.importing.tasks import subscribers_import_run  # noqa: F401 (for the worker)
 from subscriptions.sending import retention
 from subscriptions.services import deliveries, editions, tracking
 
