@@ -22,6 +22,7 @@ complaint the ESP reports in ASCII (`xn--…`) never found the IDN subscriber.
 from __future__ import annotations
 
 import contextlib
+import functools
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ def invisible_character(text: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function; imports meet few domains, many times
 def normalise_domain(domain: str) -> str:
     """The ASCII (IDNA) form of a mail domain; AddressError if it cannot be one."""
     if domain.startswith("["):

@@ -41,6 +41,7 @@ from django.utils import timezone
 from newsroom.models import Category
 from subscriptions.addresses import AddressError, normalise_email
 from subscriptions.importing import formats
+from subscriptions.importing.bulk import insert_rows
 from subscriptions.importing.formats import ExportRow, Source, SourceRow
 from subscriptions.models import ConsentRecord, Subscriber
 
@@ -153,11 +154,15 @@ class _Planned:
 
 @dataclass
 class _Writes:
-    new: list[tuple[_Planned, Subscriber]] = field(default_factory=list)
+    # (plan, status, confirmed_at, unsubscribed_at, suppression_reason) of new rows
+    new: list[tuple[_Planned, str, datetime | None, datetime | None, str]] = field(
+        default_factory=list)
     changed: list[Subscriber] = field(default_factory=list)
     changed_fields: set[str] = field(default_factory=set)
-    consents: list[ConsentRecord] = field(default_factory=list)
-    to_confirm: list[Subscriber] = field(default_factory=list)
+    # (subscriber id, or the address of a new one; action; at; IP; details)
+    consents: list[tuple[int | str, str, datetime, str | None, dict[str, Any]]] = field(
+        default_factory=list)
+    to_confirm: list[str] = field(default_factory=list)  # addresses of new pending rows
 
 
 class _Run:
@@ -228,43 +233,39 @@ class _Run:
 
     # --- deciding ----------------------------------------------------------------------
 
-    def _consent(self, subscriber: Subscriber, action: str, at: datetime | None,
-                 row: SourceRow, **details: Any) -> ConsentRecord:
-        return ConsentRecord(
-            subscriber=subscriber, action=action, method=IMPORT_METHOD, at=at or self.now,
-            ip_address=row.ip_address, details={
-                "source": self.options.format, "line": row.line, "source_status": row.status,
-                "imported_at": self.now.isoformat(), **details,
-            })
+    def _consent(self, who: int | str, action: str, at: datetime | None,
+                 row: SourceRow, **details: Any
+                 ) -> tuple[int | str, str, datetime, str | None, dict[str, Any]]:
+        return (who, action, at or self.now, row.ip_address, {
+            "source": self.options.format, "line": row.line, "source_status": row.status,
+            "imported_at": self.now.isoformat(), **details,
+        })
 
     def _new(self, plan: _Planned, writes: _Writes) -> str:
         row = plan.row
         pending = self.options.require_confirmation and row.status not in formats.SUPPRESSED
-        subscriber = Subscriber(email=plan.email)
+        left_at, reason = None, ""
         if row.status in formats.SUPPRESSED:
-            subscriber.status = row.status
-            subscriber.unsubscribed_at = row.left_at or self.now
-            subscriber.suppression_reason = (row.reason or f"{row.status} (imported)")[:500]
-            subscriber.confirmed_at = row.consented_at
+            status, confirmed_at = row.status, row.consented_at
+            left_at = row.left_at or self.now
+            reason = (row.reason or f"{row.status} (imported)")[:500]
             outcome, self.report.suppressed = "new, suppressed", self.report.suppressed + 1
         elif pending:
-            subscriber.status = Subscriber.Status.PENDING
-            writes.to_confirm.append(subscriber)
+            status, confirmed_at = Subscriber.Status.PENDING, None
+            writes.to_confirm.append(plan.email)
             outcome, self.report.new = "new, asked to confirm", self.report.new + 1
         else:
-            subscriber.status = Subscriber.Status.ACTIVE
-            subscriber.confirmed_at = row.consented_at or self.now
+            status, confirmed_at = Subscriber.Status.ACTIVE, row.consented_at or self.now
             outcome, self.report.new = "new", self.report.new + 1
-        writes.new.append((plan, subscriber))
+        writes.new.append((plan, status, confirmed_at, left_at, reason))
         topics = [tag for tag in row.tags if self.topics.get(tag.lower()) in plan.category_ids]
         if row.consented_at or row.status not in formats.SUPPRESSED:
             writes.consents.append(self._consent(
-                subscriber, ConsentRecord.Action.SIGNUP, row.consented_at, row,
+                plan.email, ConsentRecord.Action.SIGNUP, row.consented_at, row,
                 topics=sorted(set(topics)), **({"require_confirmation": True} if pending else {})))
         if row.status in (formats.UNSUBSCRIBED, formats.COMPLAINED):
             writes.consents.append(self._consent(
-                subscriber, ConsentRecord.Action.WITHDRAW, subscriber.unsubscribed_at, row,
-                reason=subscriber.suppression_reason))
+                plan.email, ConsentRecord.Action.WITHDRAW, left_at, row, reason=reason))
         return outcome
 
     def _known(self, plan: _Planned, subscriber: Subscriber, writes: _Writes) -> str:
@@ -287,7 +288,7 @@ class _Run:
             writes.changed_fields |= {"status", "unsubscribed_at", "suppression_reason"}
             if row.status != formats.BOUNCED:
                 writes.consents.append(self._consent(
-                    subscriber, ConsentRecord.Action.WITHDRAW, subscriber.unsubscribed_at, row,
+                    subscriber.pk, ConsentRecord.Action.WITHDRAW, subscriber.unsubscribed_at, row,
                     reason=subscriber.suppression_reason))
             self.report.suppressed += 1
             return "known, suppressed now"
@@ -297,7 +298,7 @@ class _Run:
             writes.changed.append(subscriber)
             writes.changed_fields |= {"status", "confirmed_at"}
             writes.consents.append(self._consent(
-                subscriber, ConsentRecord.Action.CONFIRM, row.consented_at, row))
+                subscriber.pk, ConsentRecord.Action.CONFIRM, row.consented_at, row))
             self.report.updated += 1
             return "known, pending: activated"
         self.report.unchanged += 1
@@ -337,21 +338,25 @@ class _Run:
             self._write(writes)
 
     def _write(self, writes: _Writes) -> None:
-        created = Subscriber.objects.bulk_create([s for _plan, s in writes.new])
-        Through = Subscriber.categories.through
-        Through.objects.bulk_create(
-            [Through(subscriber_id=subscriber.pk, category_id=category_id)
-             for (plan, _s), subscriber in zip(writes.new, created, strict=True)
-             for category_id in plan.category_ids],
-            batch_size=self.options.chunk_size)
+        ids: dict[str, int] = {}
+        if writes.new:
+            insert_rows(Subscriber, ["email", "status", "confirmed_at", "unsubscribed_at",
+                                     "suppression_reason"],
+                        ((plan.email, *values) for plan, *values in writes.new))
+            ids = dict(Subscriber.objects.filter(email__in=[plan.email for plan, *_ in writes.new])
+                       .values_list("email", "pk"))
+            insert_rows(Subscriber.categories.through, ["subscriber_id", "category_id"],
+                        ((ids[plan.email], category_id) for plan, *_ in writes.new
+                         for category_id in plan.category_ids))
         if writes.changed:
             Subscriber.objects.bulk_update(writes.changed, sorted(writes.changed_fields))
-        for record in writes.consents:
-            record.subscriber_id = record.subscriber.pk
-        ConsentRecord.objects.bulk_create(writes.consents, batch_size=self.options.chunk_size)
+        insert_rows(ConsentRecord, ["subscriber_id", "action", "method", "at", "ip_address",
+                                    "details"],
+                    ((ids[who] if isinstance(who, str) else who, action, IMPORT_METHOD, at, ip,
+                      details) for who, action, at, ip, details in writes.consents))
         if writes.to_confirm:
-            ids = [subscriber.pk for subscriber in writes.to_confirm]
-            transaction.on_commit(lambda: _ask_to_confirm(ids))
+            confirm = [ids[email] for email in writes.to_confirm]
+            transaction.on_commit(lambda: _ask_to_confirm(confirm))
 
     def finish(self) -> ImportReport:
         self.report.unmapped_tags = dict(self.unmapped)
