@@ -322,11 +322,14 @@ class _Run:
 
     def _chunk(self, plans: list[_Planned]) -> None:
         emails = [plan.email for plan in plans]
-        known_rows = Subscriber.objects.filter(email__in=emails).only(
-            "pk", "email", "status", "confirmed_at", "created_at")
+        known_rows = Subscriber.objects.filter(email__in=emails)
         if not self.options.dry_run:
             known_rows = known_rows.select_for_update()
-        known = {subscriber.email: subscriber for subscriber in known_rows}
+        # Tuples, not model instances: most chunks of a re-import change nothing.
+        known = {email: Subscriber(pk=pk, email=email, status=status, confirmed_at=confirmed_at,
+                                   created_at=created_at)
+                 for pk, email, status, confirmed_at, created_at in known_rows.values_list(
+                     "pk", "email", "status", "confirmed_at", "created_at")}
         writes = _Writes()
         for plan in plans:
             subscriber = known.get(plan.email)

@@ -7,6 +7,7 @@ from django.contrib.auth.management import create_permissions
 from django.db import migrations, models
 
 OPERATIONS = "Operations"  # as in 0007_newsroom_roles
+PERMISSION = "import_subscriber"  # granted to OPERATIONS
 
 
 def _ensure_permissions(apps, using):
@@ -25,7 +26,7 @@ def grant_import(apps, schema_editor):
     _ensure_permissions(apps, using)
     Group, Permission = apps.get_model("auth", "Group"), apps.get_model("auth", "Permission")
     permission = Permission.objects.using(using).get(
-        content_type__app_label="subscriptions", codename="import_subscriber")
+        content_type__app_label="subscriptions", codename=PERMISSION)
     group, _ = Group.objects.using(using).get_or_create(name=OPERATIONS)
     group.permissions.add(permission)
 
@@ -33,7 +34,7 @@ def grant_import(apps, schema_editor):
 def revoke_import(apps, schema_editor):
     Permission = apps.get_model("auth", "Permission")
     Permission.objects.using(schema_editor.connection.alias).filter(
-        content_type__app_label="subscriptions", codename="import_subscriber").delete()
+        content_type__app_label="subscriptions", codename=PERMISSION).delete()
 
 
 class Migration(migrations.Migration):
