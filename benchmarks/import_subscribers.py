@@ -9,8 +9,9 @@ idempotent re-run), on the database DATABASE_URL names.
 
 A PostgreSQL database named in DATABASE_URL is created (dropped first if it
 exists) and dropped at the end unless --keep; without DATABASE_URL the run uses
-SQLite in a temporary folder. Prints rows per second of each run and the peak
-RSS of this process (reading, deciding and writing all happen in it).
+SQLite in a temporary folder. Prints wall and CPU seconds and rows per second of
+each run, the peak RSS of this process (reading, deciding and writing all
+happen in it) and the load average.
 """
 
 from __future__ import annotations
@@ -128,15 +129,18 @@ def run(args: argparse.Namespace, folder: Path, url: str) -> int:
     options = ImportOptions(format="mailchimp", mapping={
         "Policy Watchers": "policy", "Morning Brief": "morning", "Sports Desk": "sport"})
     for label in ("import",) if args.no_reimport else ("import", "re-import"):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         report = subscribers_import(source=Source(path, "mailchimp"), options=options)
-        seconds = time.perf_counter() - started
-        print(f"{label}: {seconds:.1f} s, {report.rows / seconds:,.0f} rows/s — "
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        # CPU seconds of this process too: on a shared machine wall time says little.
+        print(f"{label}: {seconds:.1f} s ({cpu:.1f} s CPU here), "
+              f"{report.rows / seconds:,.0f} rows/s — "
               f"new {report.new:,}, suppressed {report.suppressed:,}, "
               f"unchanged {report.unchanged:,}, bad {report.bad:,}")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"subscribers {Subscriber.objects.count():,}, consent records "
-          f"{ConsentRecord.objects.count():,}; peak RSS {peak_mb:.0f} MB")
+          f"{ConsentRecord.objects.count():,}; peak RSS {peak_mb:.0f} MB; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 

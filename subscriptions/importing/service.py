@@ -90,8 +90,8 @@ class ImportReport:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImportReport:
         report = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-        report.bad_lines = [tuple(x) for x in report.bad_lines]  # type: ignore[misc]
-        report.skipped_lines = [tuple(x) for x in report.skipped_lines]  # type: ignore[misc]
+        report.bad_lines = [(str(line), str(why)) for line, why in report.bad_lines]
+        report.skipped_lines = [(str(line), str(why)) for line, why in report.skipped_lines]
         return report
 
     def lines(self) -> Iterator[str]:
