@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds per message")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (0.0.0.0 inside a drill's own namespace)")
     args = parser.parse_args()
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     handler = CountingHandler(args.delay)
@@ -107,7 +109,7 @@ def main() -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-    controller = Controller(handler, hostname="127.0.0.1", port=port,
+    controller = Controller(handler, hostname=args.host, port=port,
                             data_size_limit=10_000_000)
     controller.start()
     control = control_server(handler)

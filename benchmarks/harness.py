@@ -4,7 +4,7 @@
 An isolated environment (data folder, database, Redis of its own, queue names
 of its own), fast synthetic subscribers, real Celery worker processes, the
 sinks (Postfix's smtp-sink, an aiosmtpd counting sink, a fake Mailgun), and
-the measurements (peak RSS from /proc, SQL queries from newsroom/querycount.py).
+the measurements (peak RSS from /proc, SQL queries from benchmarks/querycount.py).
 
 Nothing here touches the default data folder, the machine's Redis or another
 database than the one it creates. Django is set up in this process only after
@@ -30,6 +30,8 @@ from array import array
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from benchmarks import querycount
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
@@ -83,9 +85,15 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-ENGINE_FILES = ("subscriptions/services/deliveries.py", "subscriptions/services/editions.py",
-                "subscriptions/transports.py", "subscriptions/mime.py", "newsroom/mail.py",
-                "newsroom/smtp_pipelining.py", "subscriptions/edition_content.py",
+ENGINE_FILES = ("subscriptions/sending/batches.py", "subscriptions/sending/dispatch.py",
+                "subscriptions/sending/enqueue.py", "subscriptions/sending/steering.py",
+                "subscriptions/sending/scheduling.py", "subscriptions/selectors.py",
+                "subscriptions/sending/transports/base.py",
+                "subscriptions/sending/transports/esp.py",
+                "subscriptions/sending/transports/smtp.py",
+                "subscriptions/sending/transports/outbox.py",
+                "subscriptions/sending/transports/one_by_one.py",
+                "subscriptions/sending/mime.py", "subscriptions/sending/content.py",
                 "subscriptions/tasks.py", "newsroom/settings.py")
 
 
@@ -162,8 +170,9 @@ class RedisServer:
     """A redis-server of our own: on a unix socket in the data folder (benchmarks) or on
     a free TCP port (drills, so a restart finds it at the same address)."""
 
-    def __init__(self, folder: Path, *, tcp: bool = False, persist: bool = True) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, *, tcp: bool = False, persist: bool = True,
+                 bind: str = "127.0.0.1") -> None:
+        self.folder, self.bind = folder, bind
         self.folder.mkdir(parents=True, exist_ok=True)
         self.tcp, self.persist = tcp, persist
         self.port = free_port() if tcp else 0
@@ -188,7 +197,9 @@ class RedisServer:
         else:
             args += ["--appendonly", "no"]
         if self.tcp:
-            args += ["--port", str(self.port), "--bind", "127.0.0.1"]
+            args += ["--port", str(self.port), "--bind", self.bind]
+            if self.bind != "127.0.0.1":  # only ever inside a drill's own network namespace
+                args += ["--protected-mode", "no"]
         else:
             args += ["--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
         self.proc = Proc(args, log=self.folder / "redis.log")
@@ -251,8 +262,9 @@ class PrivatePostgres:
     """A throw-away PostgreSQL cluster in the data folder, on a free port: one that a
     drill may restart without touching anyone else's database."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, *, listen: str = "127.0.0.1",
+                 trust_net: str | None = None) -> None:
+        self.folder, self.listen, self.trust_net = folder, listen, trust_net
         self.data = folder / "data"
         self.port = free_port()
         versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
@@ -270,11 +282,14 @@ class PrivatePostgres:
         os.chmod(self.folder.parent, 0o755)  # noqa: S103 - postgres must reach its folder
         self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust",
                           "-U", "postgres", "--no-sync")
+        if self.trust_net:  # the fleet drill's worker hosts, on networks it made
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {self.trust_net} trust\n")
         self._pg_ctl("start")
         return self
 
     def _pg_ctl(self, action: str, *extra: str) -> None:
-        opts = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+        opts = (f"-p {self.port} -k {self.folder} -c listen_addresses='{self.listen}' "
                 "-c fsync=off -c max_connections=200")
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60",
                           "-l", str(self.folder / "postgres.log"), "-o", opts, action, *extra)
@@ -572,7 +587,7 @@ def digest_expected(pop: Population, stories, *, now: datetime, lateness: int
                     ) -> tuple[set[int], dict]:
     """Subscribers a daily digest at `now` must reach: due (their slot's moment within
     `lateness` seconds before now) and with a story of theirs in their window."""
-    from subscriptions.services.editions import due_instant
+    from subscriptions.sending.scheduling import due_instant
 
     tzs = [t for t, _w in TIMEZONES]
     by_cat: dict[int, list[datetime]] = {}
@@ -611,16 +626,16 @@ class Worker:
     """One `celery worker` process with its pool."""
 
     def __init__(self, env: dict[str, str], *, queues: str, concurrency: int, name: str,
-                 log_dir: Path, pool: str = "prefork") -> None:
+                 log_dir: Path, pool: str = "prefork", app: str = "newsroom") -> None:
         self.name = f"{name}@bench"
-        self.queues, self.concurrency, self.pool = queues, concurrency, pool
+        self.queues, self.concurrency, self.pool, self.app = queues, concurrency, pool, app
         self.env = env
         self.log = log_dir / f"worker-{name}.log"
         self.proc: Proc | None = None
 
     def start(self) -> Worker:
         self.proc = Proc(
-            [PYTHON, "-m", "celery", "-A", "newsroom", "worker", "--loglevel=INFO",
+            [PYTHON, "-m", "celery", "-A", self.app, "worker", "--loglevel=INFO",
              f"--queues={self.queues}", f"--concurrency={self.concurrency}",
              f"--pool={self.pool}", "--without-gossip", "--without-mingle",
              f"--hostname={self.name}"],
@@ -659,14 +674,17 @@ class Worker:
 
 
 def start_workers(env: dict[str, str], layout: str, *, queues: str, log_dir: Path,
-                  pool: str = "prefork", prefix: str = "w") -> list[Worker]:
-    """`layout` is "<workers>x<concurrency>", e.g. 2x1 (two workers of one process each)."""
+                  pool: str = "prefork", prefix: str = "w",
+                  count_queries: bool = False) -> list[Worker]:
+    """`layout` is "<workers>x<concurrency>", e.g. 2x1 (two workers of one process each).
+    With `count_queries`, they run benchmarks/counting_worker.py's app (SQL per task)."""
     from newsroom.celery import app
 
     count, concurrency = (int(x) for x in layout.lower().split("x"))
+    app_module = "benchmarks.counting_worker" if count_queries else "newsroom"
     workers = [Worker(env, queues=queues, concurrency=concurrency,
                       name=f"{prefix}{i + 1}-{uuid.uuid4().hex[:4]}", log_dir=log_dir,
-                      pool=pool).start() for i in range(count)]
+                      pool=pool, app=app_module).start() for i in range(count)]
     for worker in workers:
         worker.wait_ready(app)
     return workers
@@ -762,10 +780,10 @@ class CountingSink:
     kind = "aiosmtpd counting sink"
     exact = True
 
-    def __init__(self, log_dir: Path, delay: float = 0.0) -> None:
+    def __init__(self, log_dir: Path, delay: float = 0.0, host: str = "127.0.0.1") -> None:
         ports = log_dir / f"count-sink-{uuid.uuid4().hex[:6]}.ports"
         self.proc = Proc([PYTHON, str(ROOT / "benchmarks" / "count_sink.py"),
-                          "--port-file", str(ports), "--delay", str(delay)],
+                          "--port-file", str(ports), "--delay", str(delay), "--host", host],
                          log=log_dir / "count-sink.log")
         deadline = time.monotonic() + 20
         while not (ports.exists() and ports.read_text().strip()):
@@ -862,11 +880,11 @@ class FakeESP:
 # --- Measurements -------------------------------------------------------------------------------
 
 def querycount_reset(redis_server: RedisServer) -> None:
-    redis_server.client().delete("newsroom:querycount")
+    redis_server.client().delete(querycount.KEY)
 
 
 def querycount_read(redis_server: RedisServer) -> dict[str, int]:
-    raw = redis_server.client().hgetall("newsroom:querycount")
+    raw = redis_server.client().hgetall(querycount.KEY)
     return {k.decode(): int(v) for k, v in raw.items()}
 
 

@@ -102,7 +102,7 @@ def reset_state() -> None:
 def message_size(edition_ids: list[int], sample: int = 30) -> int:
     """Mean size in bytes of the messages actually sent (rendered again for a sample)."""
     from subscriptions.models import Delivery, Edition, Subscriber
-    from subscriptions.services.deliveries import edition_render_for
+    from subscriptions.sending.batches import edition_render_for
 
     ids = list(Delivery.objects.filter(edition_id__in=edition_ids, status="sent")
                .values_list("edition_id", "subscriber_id")[:5000])
@@ -128,11 +128,11 @@ def sent_at_span(edition_ids: list[int]) -> tuple[float | None, float | None]:
 
 
 def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
-    from subscriptions.services import editions
+    from subscriptions.sending import dispatch, scheduling
 
     args, env, pop = ctx["args"], ctx["env"], ctx["pop"]
     sink, fake = ctx["sink"], ctx.get("fake")
-    overrides = {"NEWSROOM_COUNT_QUERIES": "1"}
+    overrides: dict[str, str] = {}
     if transport == "smtp":
         overrides["EMAIL_URL"] = f"smtp://127.0.0.1:{sink.port}"
     else:
@@ -148,7 +148,8 @@ def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
         f"{len(expected):,} recipients expected")
     workers = h.start_workers(worker_env, args.layout,
                               queues=f"{env.alerts_queue},{env.digests_queue}",
-                              log_dir=ctx["logs"], pool=args.pool, prefix=f"{transport}-{kind}-")
+                              log_dir=ctx["logs"], pool=args.pool, prefix=f"{transport}-{kind}-",
+                              count_queries=True)
     profilers = []
     if args.py_spy:
         folder = ctx["logs"].parent / "profiles"
@@ -172,9 +173,9 @@ def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
 
     t0 = time.time()
     if kind == "alert":
-        edition_ids = [editions.edition_create_alert(story=story, by=None).pk]
+        edition_ids = [dispatch.edition_create_alert(story=story, by=None).pk]
     else:
-        edition_ids = [e.pk for e in editions.digests_schedule(now=ctx["digest_now"])]
+        edition_ids = [e.pk for e in scheduling.digests_schedule(now=ctx["digest_now"])]
     timeout = max(300.0, len(expected) / 100)
     finished = h.wait_editions(edition_ids, timeout=timeout, every=0.1)
     t_done = time.time()

@@ -1,7 +1,7 @@
 """Settings for benchmark and drill processes: the real settings, plus one addition.
 
 `ANYMAIL_REQUESTS_TIMEOUT` must reach anymail as a number (the ESP drill sets a
-short one); newsroom/mailconfig.py converts it since ed2455b, and older trees
+short one); subscriptions/sending/transports/config.py converts it since ed2455b, and older trees
 passed the string through, which `requests` refuses: converted here if needed.
 """
 

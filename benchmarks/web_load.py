@@ -265,7 +265,7 @@ def http(method: str, url: str, *, body: bytes | None = None, headers: dict | No
 
 def populate(args: argparse.Namespace, data_dir: Path) -> tuple[list[int], Path]:
     """Categories, N active subscribers, and their one-click unsubscribe paths in a file."""
-    from subscriptions.list_headers import unsubscribe_url
+    from subscriptions.sending.mime import unsubscribe_url
 
     categories = h.create_categories()
     category_ids = [c.pk for c in categories]

@@ -9,6 +9,3 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "newsroom.settings")
 app = Celery("newsroom")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-if os.environ.get("NEWSROOM_COUNT_QUERIES") == "1":  # benchmarks: SQL queries per task
-    from newsroom import querycount
-    querycount.connect()

@@ -1,4 +1,4 @@
-"""Story files: parse them into plain data, and write them back out.
+"""Story files: parse them into plain data.
 
 Pure text in, dataclasses out: no database, so every rule here is testable
 without one (`newsroom.imports` writes the rows).
@@ -33,15 +33,13 @@ __all__ = [
     "StoryFile",
     "StoryFileError",
     "body_to_markdown",
-    "dump_story",
     "line_layout_to_markdown",
     "parse_story",
 ]
 
 Status = Literal["published", "draft"]
-Layout = Literal["folded", "multiline"]
 
-# Keys of the schema, in the order `dump_story` writes them.
+# Keys of the schema.
 STORY_KEYS = (
     "headline", "slug", "category", "story_number", "date", "status", "breaking",
     "dek", "summary", "sources",
@@ -554,14 +552,11 @@ _CLOSING_QUOTE = re.compile(
     r"(?P<quote>[\"“”„«»].*[\"“”„«»])\s*"
     r"(?:\N{EM DASH}|\N{EN DASH}|\N{HORIZONTAL BAR}|--)\s*(?P<who>\S.*)"
 )
-_MARKDOWN_QUOTE = re.compile(r"> (?P<quote>.+)\n>\n> — (?P<who>.+)")
 # Lines Markdown reads as block syntax; a body made of nothing else is Markdown.
 _BLOCK_SYNTAX = re.compile(r"#{1,6}(?:\s|$)|>|[-*+](?:\s|$)|\d+[.)](?:\s|$)|```|~~~|\s{4}|\|")
 # Paragraph starts that Markdown would read as syntax, and their escaped form.
 _ESCAPE_FIRST = re.compile(r"[\\#>*+\-_`]|\[[^\]]*\]:")
 _ESCAPE_NUMBER = re.compile(r"(\d+)([.)])(?=\s|$)")
-_ESCAPED_FIRST = re.compile(r"\\(?=[\\#>*+\-_`\[])")
-_ESCAPED_NUMBER = re.compile(r"(\d+)\\([.)])")
 
 
 def body_to_markdown(body: str) -> str:
@@ -633,113 +628,6 @@ def _escape_paragraph(line: str) -> str:
     return _ESCAPE_NUMBER.sub(r"\1\\\2", line, count=1) if _ESCAPE_NUMBER.match(line) else line
 
 
-def _unescape_paragraph(block: str) -> str:
-    if _ESCAPED_FIRST.match(block):
-        return block[1:]
-    return _ESCAPED_NUMBER.sub(r"\1\2", block, count=1) if _ESCAPED_NUMBER.match(block) else block
-
-
 def _escape_heading(line: str) -> str:
     # Markdown drops a heading's closing #s.
     return line[:-1] + "\\#" if line.endswith("#") else line
-
-
-def _unescape_heading(text: str) -> str:
-    return text[:-2] + "#" if text.endswith("\\#") else text
-
-
-def _markdown_to_line_layout(markdown: str) -> str:
-    blocks = markdown.split("\n\n")
-    lines = []
-    for index, block in enumerate(blocks):
-        quote = _MARKDOWN_QUOTE.fullmatch(block)
-        if index == len(blocks) - 1 and quote:
-            lines.append(f"{quote['quote']}— {quote['who']}")
-        elif block.startswith("## "):
-            lines.append(_unescape_heading(block[3:]))
-        else:
-            lines.append(_unescape_paragraph(block))
-    text = "\n".join(lines)
-    if body_to_markdown(text) != markdown:
-        raise StoryFileError(
-            "this body cannot be written in the folded layout, which holds only "
-            "paragraphs, '## ' headings and a closing quote; use the multiline layout"
-        )
-    return text
-
-
-# --- Writing -------------------------------------------------------------------
-
-
-def dump_story(story: StoryFile, *, layout: Layout) -> str:
-    """A story file that `parse_story` reads back to `story`.
-
-    `folded` writes the seed files' layout (one-line front matter, one
-    paragraph per line); `multiline` writes ordinary YAML and the Markdown body.
-    Raises `StoryFileError` for a body the chosen layout cannot hold.
-    """
-    fields: dict[str, Any] = {
-        "headline": story.headline,
-        "slug": story.slug,
-        "category": story.category,
-        "story_number": story.story_number,
-        "date": story.date,
-        "status": "draft" if story.status == "draft" else None,
-        "breaking": True if story.breaking else None,
-        "dek": story.dek or None,
-    }
-    fields = {key: value for key, value in fields.items() if value is not None}
-    sources = [
-        {"name": source.name, "url": source.url, "domain": source.domain}
-        for source in story.sources
-    ]
-    if layout == "folded":
-        parts = [f"{key}: {_folded_scalar(value)}" for key, value in fields.items()]
-        if sources:
-            parts.append("sources:")
-            for source in sources:
-                parts.append("- " + " ".join(
-                    f"{key}: {_folded_scalar(value)}" for key, value in source.items()
-                ))
-        return f"--- {' '.join(parts)} ---\n{_markdown_to_line_layout(story.body_markdown)}\n"
-    if layout == "multiline":
-        if sources:
-            fields["sources"] = sources
-        if body_to_markdown(story.body_markdown) != story.body_markdown:
-            raise StoryFileError("this body would not read back as the same Markdown")
-        front = yaml.safe_dump(
-            fields, sort_keys=False, allow_unicode=True, width=1_000_000,
-            default_flow_style=False,
-        )
-        return f"---\n{front}---\n{story.body_markdown}\n"
-    raise ValueError(f"layout must be 'folded' or 'multiline', not {layout!r}")
-
-
-_PLAIN_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 .,;!?/&=+%~()'_@$*:#-]*")
-
-
-def _folded_scalar(value: object) -> str:
-    """One value as YAML on a single line: plain when that reads back the same."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, dt.date):  # datetimes too; PyYAML reads both back
-        return value.isoformat()
-    text = str(value)
-    if (
-        _PLAIN_SAFE.fullmatch(text)
-        and not re.search(r":(?:\s|$)|\s#|\s$", text)
-        and _reads_back(text)
-    ):
-        return text
-    return yaml.dump(
-        text, Dumper=yaml.SafeDumper, default_style='"', allow_unicode=True, width=1_000_000
-    ).rstrip("\n")
-
-
-def _reads_back(text: str) -> bool:
-    try:
-        return yaml.safe_load(f"key: {text}") == {"key": text}
-    except yaml.YAMLError:
-        return False

@@ -157,11 +157,6 @@ def story_read(path: Path) -> StoryFile:
     return parse_story(raw, name=str(path))
 
 
-def story_import_file(path: Path) -> Outcome:
-    """Import one story file; raises `StoryFileError` saying why it cannot."""
-    return story_import(story_read(path))
-
-
 @transaction.atomic
 def story_import(data: StoryFile) -> Outcome:
     """Create or update the story with `data.slug`, and replace its sources.

@@ -13,6 +13,7 @@ import os
 import secrets
 import tempfile
 from pathlib import Path
+from typing import Any
 
 FOLDER_MODE = 0o700
 FILE_MODE = 0o600
@@ -57,7 +58,7 @@ def local_secret_key(data_dir: Path) -> str:
     Written to a temporary file and linked into place, so two processes starting
     at once agree on one key and neither ever reads a half-written file.
     """
-    path = Path(data_dir) / "secret_key"
+    path = private_folder(Path(data_dir)) / "secret_key"
     if not path.exists():
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")  # 0600
         try:
@@ -68,3 +69,22 @@ def local_secret_key(data_dir: Path) -> str:
         finally:
             os.unlink(temporary)
     return path.read_text().strip()
+
+
+def data_folder_prepare(settings: Any) -> None:
+    """Make what the settings point at in the data folder, before first use: the
+    folder (0700), the SQLite file (0600, before SQLite creates it with the umask's
+    mode), the static folder (whitenoise warns without one) and a local site's
+    generated secret key (so every command of the checkout finds it in place).
+
+    A start-up step (`NewsroomConfig.ready`), so that reading the settings, which
+    any tool may do, writes nothing.
+    """
+    private_folder(settings.DATA_DIR)
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        name = str(database["NAME"])
+        if name not in {"", ":memory:"} and Path(name).parent.is_dir():
+            private_file(Path(name))  # SQLite gives -wal/-shm the mode of this file
+    Path(settings.STATIC_ROOT).mkdir(exist_ok=True)
+    str(settings.SECRET_KEY)  # a local site's key: generated into the data folder if new

@@ -2,7 +2,9 @@
 
 Each transition is a conditional UPDATE on the current status, so two editors
 clicking at once (or a double click) change the story once and announce it
-once. The announcement is a signal sent on commit; nothing is emailed here.
+once. Unpublishing is announced by a signal sent on commit (the delivery side
+withdraws the story's alert); publishing announces nothing, because alerts go
+out only when an editor confirms one. Nothing is emailed here.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from newsroom.models import Story
-from newsroom.signals import story_published, story_unpublished
+from newsroom.signals import story_unpublished
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -56,17 +58,6 @@ def story_publish(
             updated_at=now,  # update() skips auto_now
         )
         story.refresh_from_db(fields=_REFRESHED_FIELDS)
-        if changed:
-            # Values bound now: the instance may change again before the commit.
-            transaction.on_commit(
-                partial(
-                    _announce,
-                    story_published,
-                    story_id=story.pk,
-                    breaking=story.breaking,
-                    published_at=story.published_at,
-                )
-            )
     return bool(changed)
 
 

@@ -3,66 +3,88 @@
 Every variable is listed with its default in `.env.example`. The defaults run
 the whole service on one machine with nothing installed but Python: SQLite and
 an embedded Redis in the data folder, and outgoing mail written as `.eml` files.
+
+Reading this module writes nothing: the data folder, the SQLite file and a local
+site's generated secret key are made at start-up, by
+`newsroom.private_files.data_folder_prepare` (called from `NewsroomConfig.ready`).
 """
 
+from __future__ import annotations
+
+import builtins
 import os
 import re
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-import dj_database_url
+import environ
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import SimpleLazyObject
 
 from newsroom import embedded_redis
-from newsroom.mailconfig import email_settings, sender_address
-from newsroom.private_files import local_secret_key, private_file, private_folder
+from newsroom.private_files import local_secret_key
+from subscriptions.sending.transports.config import email_settings, sender_address
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def _env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
+class Env(environ.Env):
+    """django-environ, stricter where a typo would otherwise pass unnoticed.
+
+    A blank variable counts as unset (a copied `.env.example`), values are
+    stripped, a boolean is one of four spellings (django-environ reads any other
+    word as False), and a bad boolean or number names its variable.
+    """
+
+    TRUE = frozenset({"1", "true", "yes", "on"})
+    FALSE = frozenset({"0", "false", "no", "off"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ENVIRON = {k: v.strip() for k, v in os.environ.items() if v.strip()}
+
+    def bool(self, var: str, default: Any = False) -> builtins.bool:  # type: ignore[override]
+        raw = self.ENVIRON.get(var, "").lower()
+        if not raw:
+            return builtins.bool(default)
+        if raw in self.TRUE or raw in self.FALSE:
+            return raw in self.TRUE
+        raise ImproperlyConfigured(
+            f"{var} must be 1/0, true/false, yes/no or on/off, not {self.ENVIRON[var]!r}")
+
+    def int(self, var: str, default: Any = environ.Env.NOTSET) -> builtins.int:
+        try:
+            return super().int(var, default=default)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{var} must be a whole number, not {self.ENVIRON[var]!r}") from None
+
+    def list(self, var: str, cast: Any = None,  # type: ignore[override]
+             default: Any = environ.Env.NOTSET) -> builtins.list[str]:
+        """Comma-separated, each item stripped, empty items dropped."""
+        return [item.strip() for item in super().list(var, cast, default) if item.strip()]
 
 
-def _env_bool(name: str, default: bool = False) -> bool:
-    raw = _env(name)
-    if not raw:
-        return default
-    if raw.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if raw.lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be 1/0, true/false, yes/no or on/off, not {raw!r}")
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = _env(name)
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from None
+env = Env()
 
 
 def _contrast_on_white(colour: str) -> float:
     """WCAG 2 contrast ratio of a #rrggbb colour against white."""
-    def channel(c: int) -> float:
+    def channel(c: float) -> float:
         c /= 255
         return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
     r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
     return 1.05 / (0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b) + 0.05)
 
 
-def _env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in _env(name, default).split(",") if item.strip()]
-
-
 # --- Core -------------------------------------------------------------------
 
-DEBUG = _env_bool("DJANGO_DEBUG")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
 
-SITE_URL = _env("SITE_URL", "http://localhost:8000").rstrip("/")
+SITE_URL = env.str("SITE_URL", default="http://localhost:8000").rstrip("/")
 _site = urlsplit(SITE_URL)
 if _site.scheme not in {"http", "https"} or not _site.hostname:
     raise ImproperlyConfigured(f"SITE_URL must be an absolute http(s) URL, not {SITE_URL!r}")
@@ -74,18 +96,20 @@ _PUBLIC_SITE = SITE_IS_HTTPS or (not DEBUG and _site.hostname not in {"localhost
                                                                         "::1"})
 
 _LOOPBACK = ["localhost", "127.0.0.1", "[::1]"]
-ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[])
 if not ALLOWED_HOSTS:
     ALLOWED_HOSTS = [_site.hostname]
     if _site.hostname in {"localhost", "127.0.0.1", "::1"}:  # loopback names are one host
         ALLOWED_HOSTS += [host for host in _LOOPBACK if host not in ALLOWED_HOSTS]
 if DEBUG:
     ALLOWED_HOSTS += [host for host in _LOOPBACK if host not in ALLOWED_HOSTS]
-CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS") or [f"{_site.scheme}://{_site.netloc}"]
+CSRF_TRUSTED_ORIGINS = (env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+                        or [f"{_site.scheme}://{_site.netloc}"])
 
-DATA_DIR = private_folder(Path(_env("NEWSROOM_DATA_DIR") or BASE_DIR / "var").resolve())
+# Created (0700) at start-up, not here: see the module docstring.
+DATA_DIR = Path(env.str("NEWSROOM_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
 
-SECRET_KEY = _env("DJANGO_SECRET_KEY")
+SECRET_KEY: str = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     if _PUBLIC_SITE:
         raise ImproperlyConfigured(
@@ -95,10 +119,12 @@ if not SECRET_KEY:
         )
     # A local site (the quick start, or DEBUG): every command of this checkout
     # (runall and its processes, shell, import_stories …) shares one key kept in
-    # the data folder, so links signed by one verify in the others.
-    SECRET_KEY = local_secret_key(DATA_DIR)
+    # the data folder, so links signed by one verify in the others. Read (and
+    # generated, the first time) when first used, so that reading settings writes
+    # nothing; data_folder_prepare uses it at start-up.
+    SECRET_KEY = SimpleLazyObject(lambda: local_secret_key(DATA_DIR))  # type: ignore[assignment]
 # Old keys still verify signed links (unsubscribe, confirm) after a rotation.
-SECRET_KEY_FALLBACKS = _env_list("DJANGO_SECRET_KEY_FALLBACKS")
+SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -112,6 +138,7 @@ INSTALLED_APPS = [
     "axes",
     "newsroom",
     "subscriptions",
+    "newsroom.ops",  # after the apps whose admin it extends
 ]
 
 MIDDLEWARE = [
@@ -150,15 +177,14 @@ TEMPLATES = [
 
 # --- Database -----------------------------------------------------------------
 
-DATABASE_URL = _env("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'newsroom.sqlite3'}"
-try:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
-except ValueError as exc:
-    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django knows: {exc}") from exc
+DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'newsroom.sqlite3'}")
+if urlsplit(DATABASE_URL).scheme not in Env.DB_SCHEMES:
+    raise ImproperlyConfigured(
+        f"DATABASE_URL is not a database URL Django knows: {DATABASE_URL.split(':')[0]!r} is "
+        f"none of {', '.join(sorted(Env.DB_SCHEMES))}")
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    _sqlite_name = str(DATABASES["default"]["NAME"])
-    if _sqlite_name not in {"", ":memory:"} and Path(_sqlite_name).parent.is_dir():
-        private_file(Path(_sqlite_name))  # 0600 from the start; SQLite gives -wal/-shm its mode
+    # The file is created 0600 at start-up (data_folder_prepare), before SQLite opens it.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # WAL and a busy timeout let the web server and workers share the file.
     DATABASES["default"]["OPTIONS"] = {
@@ -167,16 +193,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
     }
 else:
+    DATABASES["default"]["CONN_MAX_AGE"] = 60
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker and Django cache ------------------------------------
 
-REDIS_URL = _env("REDIS_URL")
-REDIS_EMBEDDED = not REDIS_URL
-if REDIS_EMBEDDED:
-    REDIS_URL = embedded_redis.url(DATA_DIR)
-elif urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+REDIS_EMBEDDED = "REDIS_URL" not in env.ENVIRON
+REDIS_URL = env.str("REDIS_URL", default=embedded_redis.url(DATA_DIR))
+if urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
     raise ImproperlyConfigured(
         f"REDIS_URL must start with redis://, rediss:// or unix://, not {REDIS_URL!r}"
     )
@@ -187,9 +212,9 @@ elif urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
 # its database and Redis: a worker on another machine that forgot REDIS_URL would
 # otherwise use a private, empty Redis and consume nothing. NEWSROOM_EMBEDDED=1
 # accepts the embedded SQLite/Redis anyway (a one-machine install, the tests).
-NEWSROOM_EMBEDDED = _env_bool("NEWSROOM_EMBEDDED")
+NEWSROOM_EMBEDDED = env.bool("NEWSROOM_EMBEDDED", default=False)
 _embedded = {"DATABASE_URL": "SQLite", "REDIS_URL": "Redis"}
-_unset = [name for name in _embedded if not _env(name)]
+_unset = [name for name in _embedded if name not in env.ENVIRON]
 if _PUBLIC_SITE and _unset and not NEWSROOM_EMBEDDED:
     raise ImproperlyConfigured(
         f"{' and '.join(_unset)} not set, yet SITE_URL {SITE_URL} is a public site. "
@@ -198,6 +223,9 @@ if _PUBLIC_SITE and _unset and not NEWSROOM_EMBEDDED:
         "on purpose."
     )
 
+# REDIS_URL as it is, not django-environ's cache_url_config: that moves the query
+# string (socket_timeout=5, ssl_cert_reqs=…) into OPTIONS as text, where redis-py
+# parses it from the URL into numbers and constants.
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -217,11 +245,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
-CELERY_TASK_TIME_LIMIT = _env_int("CELERY_TASK_TIME_LIMIT", 600)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=600)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - min(30, CELERY_TASK_TIME_LIMIT // 5)
 # Unacknowledged messages come back after this; keep it well above any task.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": _env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
 }
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
@@ -237,12 +265,12 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # Seconds between samples of workers, queues and send counters (Operations page).
-NEWSROOM_OPS_SAMPLE_INTERVAL = _env_int("NEWSROOM_OPS_SAMPLE_INTERVAL", 30)
+NEWSROOM_OPS_SAMPLE_INTERVAL = env.int("NEWSROOM_OPS_SAMPLE_INTERVAL", default=30)
 if NEWSROOM_OPS_SAMPLE_INTERVAL <= 0:
     raise ImproperlyConfigured("NEWSROOM_OPS_SAMPLE_INTERVAL must be a number of seconds > 0")
 # Days a finished edition keeps its per-reader rows (0: for ever); see
 # subscriptions/sending/retention.py and the README's privacy section.
-NEWSROOM_DELIVERY_RETENTION_DAYS = _env_int("NEWSROOM_DELIVERY_RETENTION_DAYS", 90)
+NEWSROOM_DELIVERY_RETENTION_DAYS = env.int("NEWSROOM_DELIVERY_RETENTION_DAYS", default=90)
 CELERY_BEAT_SCHEDULE = {
     "digests-schedule": {"task": "subscriptions.digests_schedule", "schedule": 300.0},
     "ledger-purge": {"task": "subscriptions.ledger_purge", "schedule": 3600.0},
@@ -254,24 +282,39 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Email --------------------------------------------------------------------
 
+# Where the outbox transport writes; it creates the folder on its first message.
 OUTBOX_DIR = DATA_DIR / "outbox"
-globals().update(email_settings(_env("EMAIL_URL"), os.environ, outbox_dir=OUTBOX_DIR))
-DEFAULT_FROM_EMAIL = _env("DEFAULT_FROM_EMAIL", f"Newsroom <news@{_site.hostname}>")
-SERVER_EMAIL = _env("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
-NEWSROOM_REPLY_TO = _env("NEWSROOM_REPLY_TO")
+# EMAIL_URL's own schemes (outbox:, smtp(s)://, anymail://<esp>) and the ANYMAIL_*
+# variables are parsed by newsroom/mailconfig.py; every setting it gives is named here.
+_mail = email_settings(env.str("EMAIL_URL", default=""), os.environ, outbox_dir=OUTBOX_DIR)
+EMAIL_BACKEND: str = _mail["EMAIL_BACKEND"]
+# Which road a batch takes: "outbox", "smtp" or the anymail ESP's name.
+EMAIL_TRANSPORT: str = _mail["EMAIL_TRANSPORT"]
+EMAIL_FILE_PATH = str(OUTBOX_DIR)
+EMAIL_HOST: str = _mail.get("EMAIL_HOST", "localhost")
+EMAIL_PORT: int = _mail.get("EMAIL_PORT", 25)
+EMAIL_HOST_USER: str = _mail.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD: str = _mail.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_SSL: bool = _mail.get("EMAIL_USE_SSL", False)
+EMAIL_USE_TLS: bool = _mail.get("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT: float = _mail["EMAIL_TIMEOUT"]
+ANYMAIL: dict[str, Any] = _mail["ANYMAIL"]
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=f"Newsroom <news@{_site.hostname}>")
+SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+NEWSROOM_REPLY_TO = env.str("NEWSROOM_REPLY_TO", default="")
 for _name, _sender in (("DEFAULT_FROM_EMAIL", DEFAULT_FROM_EMAIL), ("SERVER_EMAIL", SERVER_EMAIL),
                        ("NEWSROOM_REPLY_TO", NEWSROOM_REPLY_TO)):
     if _sender:
         sender_address(_name, _sender)
-NEWSROOM_POSTAL_ADDRESS = _env(
-    "NEWSROOM_POSTAL_ADDRESS", "Newsroom, 1 Example Street, Example City"
+NEWSROOM_POSTAL_ADDRESS = env.str(
+    "NEWSROOM_POSTAL_ADDRESS", default="Newsroom, 1 Example Street, Example City"
 )
-NEWSROOM_NAME = _env("NEWSROOM_NAME", "Newsroom")
+NEWSROOM_NAME = env.str("NEWSROOM_NAME", default="Newsroom")
 # The masthead of every email: the publication's name (above), a logo (an https
 # URL; the name is shown in its place without one) and the brand colour, which
 # colours the masthead rule, links and buttons, so it must read on white (4.5:1).
-NEWSROOM_LOGO_URL = _env("NEWSROOM_LOGO_URL")
-NEWSROOM_BRAND_COLOR = _env("NEWSROOM_BRAND_COLOR", "#b00020")
+NEWSROOM_LOGO_URL = env.str("NEWSROOM_LOGO_URL", default="")
+NEWSROOM_BRAND_COLOR = env.str("NEWSROOM_BRAND_COLOR", default="#b00020")
 if not re.fullmatch(r"#[0-9a-fA-F]{6}", NEWSROOM_BRAND_COLOR):
     raise ImproperlyConfigured(
         f"NEWSROOM_BRAND_COLOR must be a colour like #b00020, not {NEWSROOM_BRAND_COLOR!r}")
@@ -284,62 +327,63 @@ if NEWSROOM_LOGO_URL and not NEWSROOM_LOGO_URL.startswith("https://"):
 # The mailto: offered in List-Unsubscribe next to the https URL; by default
 # unsubscribe@<the sender's domain>. A mail to it unsubscribes only where an
 # inbound route for that address exists (the https one-click always works).
-NEWSROOM_UNSUBSCRIBE_MAILTO = _env(
+NEWSROOM_UNSUBSCRIBE_MAILTO = env.str(
     "NEWSROOM_UNSUBSCRIBE_MAILTO",
-    "unsubscribe@" + parseaddr(DEFAULT_FROM_EMAIL)[1].rpartition("@")[2])
+    default="unsubscribe@" + parseaddr(DEFAULT_FROM_EMAIL)[1].rpartition("@")[2])
 # Hosts whose https images may appear in mail (story bodies); images from any
 # other host are left out of the mail (a tracking pixel, say) and kept on the site.
-NEWSROOM_MAIL_IMAGE_HOSTS = _env_list("NEWSROOM_MAIL_IMAGE_HOSTS", _site.hostname or "")
+NEWSROOM_MAIL_IMAGE_HOSTS = env.list("NEWSROOM_MAIL_IMAGE_HOSTS",
+                                     default=[_site.hostname] if _site.hostname else [])
 
 # --- Subscriptions ----------------------------------------------------------------
 
 # Sign-ups allowed per client IP and per address within an hour.
-NEWSROOM_SIGNUP_LIMIT_PER_IP = _env_int("NEWSROOM_SIGNUP_LIMIT_PER_IP", 20)
-NEWSROOM_SIGNUP_LIMIT_PER_EMAIL = _env_int("NEWSROOM_SIGNUP_LIMIT_PER_EMAIL", 5)
+NEWSROOM_SIGNUP_LIMIT_PER_IP = env.int("NEWSROOM_SIGNUP_LIMIT_PER_IP", default=20)
+NEWSROOM_SIGNUP_LIMIT_PER_EMAIL = env.int("NEWSROOM_SIGNUP_LIMIT_PER_EMAIL", default=5)
 # Reverse proxies in front of the web server that append to X-Forwarded-For
 # (the client address for rate limits and consent records); 0 = none.
-NEWSROOM_TRUSTED_PROXY_HOPS = _env_int("NEWSROOM_TRUSTED_PROXY_HOPS", 0)
+NEWSROOM_TRUSTED_PROXY_HOPS = env.int("NEWSROOM_TRUSTED_PROXY_HOPS", default=0)
 # Soft bounces in a row that suppress an address like a hard bounce.
-NEWSROOM_SOFT_BOUNCE_LIMIT = _env_int("NEWSROOM_SOFT_BOUNCE_LIMIT", 3)
+NEWSROOM_SOFT_BOUNCE_LIMIT = env.int("NEWSROOM_SOFT_BOUNCE_LIMIT", default=3)
 
 # --- Sending ------------------------------------------------------------------------
 
 # Deliveries per batch task (one SMTP session, or ESP calls of its batch size).
-NEWSROOM_BATCH_SIZE = _env_int("NEWSROOM_BATCH_SIZE", 1000)
+NEWSROOM_BATCH_SIZE = env.int("NEWSROOM_BATCH_SIZE", default=1000)
 # Stories a digest shows per category; past it the section ends with
 # "and N more in <category>", linking to the category's page.
-NEWSROOM_DIGEST_MAX_PER_CATEGORY = _env_int("NEWSROOM_DIGEST_MAX_PER_CATEGORY", 12)
+NEWSROOM_DIGEST_MAX_PER_CATEGORY = env.int("NEWSROOM_DIGEST_MAX_PER_CATEGORY", default=12)
 # An alert not started this many seconds after it was confirmed is not sent late.
-NEWSROOM_ALERT_STALE_AFTER = _env_int("NEWSROOM_ALERT_STALE_AFTER", 7200)
+NEWSROOM_ALERT_STALE_AFTER = env.int("NEWSROOM_ALERT_STALE_AFTER", default=7200)
 # A digest more than this many seconds past its due time waits for the next one.
-NEWSROOM_DIGEST_MAX_LATENESS = _env_int("NEWSROOM_DIGEST_MAX_LATENESS", 6 * 3600)
+NEWSROOM_DIGEST_MAX_LATENESS = env.int("NEWSROOM_DIGEST_MAX_LATENESS", default=6 * 3600)
 # A sending edition without progress this long has its batches enqueued again,
 # and a planned or sending one is flagged as stalled (edition and Operations
 # pages, newsroom_editions_stalled in /metrics).
-NEWSROOM_STALL_AFTER = _env_int("NEWSROOM_STALL_AFTER", 300)
+NEWSROOM_STALL_AFTER = env.int("NEWSROOM_STALL_AFTER", default=300)
 # A batch run holding deliveries longer than this is presumed dead and its
 # deliveries go back to the queue; keep it above CELERY_TASK_TIME_LIMIT.
-NEWSROOM_CLAIM_TIMEOUT = _env_int("NEWSROOM_CLAIM_TIMEOUT", CELERY_TASK_TIME_LIMIT + 60)
+NEWSROOM_CLAIM_TIMEOUT = env.int("NEWSROOM_CLAIM_TIMEOUT", default=CELERY_TASK_TIME_LIMIT + 60)
 # Queue names, so alerts can have workers of their own.
-NEWSROOM_ALERTS_QUEUE = _env("NEWSROOM_ALERTS_QUEUE", "alerts")
-NEWSROOM_DIGESTS_QUEUE = _env("NEWSROOM_DIGESTS_QUEUE", "digests")
+NEWSROOM_ALERTS_QUEUE = env.str("NEWSROOM_ALERTS_QUEUE", default="alerts")
+NEWSROOM_DIGESTS_QUEUE = env.str("NEWSROOM_DIGESTS_QUEUE", default="digests")
 # Transient failures a delivery may have before it counts as failed.
-NEWSROOM_DELIVERY_MAX_ATTEMPTS = _env_int("NEWSROOM_DELIVERY_MAX_ATTEMPTS", 8)
+NEWSROOM_DELIVERY_MAX_ATTEMPTS = env.int("NEWSROOM_DELIVERY_MAX_ATTEMPTS", default=8)
 # Messages per second across all workers, per transport; 0 for no limit.
-NEWSROOM_SEND_RATE = _env_int("NEWSROOM_SEND_RATE", 0)
+NEWSROOM_SEND_RATE = env.int("NEWSROOM_SEND_RATE", default=0)
 # Weekly digests go out on this weekday (0 = Monday) at each reader's hour.
-NEWSROOM_WEEKLY_DIGEST_WEEKDAY = _env_int("NEWSROOM_WEEKLY_DIGEST_WEEKDAY", 0)
+NEWSROOM_WEEKLY_DIGEST_WEEKDAY = env.int("NEWSROOM_WEEKLY_DIGEST_WEEKDAY", default=0)
 
 # --- Monitoring -------------------------------------------------------------------
 
 # Bearer token Prometheus sends to /metrics; unset, /metrics answers 404 (off).
-NEWSROOM_METRICS_TOKEN = _env("NEWSROOM_METRICS_TOKEN")
+NEWSROOM_METRICS_TOKEN = env.str("NEWSROOM_METRICS_TOKEN", default="")
 # Seconds each /readyz check (database, broker) may take before it counts as down.
-NEWSROOM_HEALTH_TIMEOUT = _env_int("NEWSROOM_HEALTH_TIMEOUT", 2)
+NEWSROOM_HEALTH_TIMEOUT = env.int("NEWSROOM_HEALTH_TIMEOUT", default=2)
 # Seconds between canary tasks. Beat sends one to every queue; the time each
 # completes (on /metrics) shows the queue is consumed, which a worker that is
 # connected but stuck would not show.
-NEWSROOM_CANARY_INTERVAL = _env_int("NEWSROOM_CANARY_INTERVAL", 60)
+NEWSROOM_CANARY_INTERVAL = env.int("NEWSROOM_CANARY_INTERVAL", default=60)
 if NEWSROOM_HEALTH_TIMEOUT <= 0 or NEWSROOM_CANARY_INTERVAL <= 0:
     raise ImproperlyConfigured("NEWSROOM_HEALTH_TIMEOUT and NEWSROOM_CANARY_INTERVAL must be > 0")
 CELERY_BEAT_SCHEDULE.update({
@@ -377,8 +421,8 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses a locked pair before any check
     "django.contrib.auth.backends.ModelBackend",
 ]
-AXES_FAILURE_LIMIT = _env_int("NEWSROOM_LOGIN_FAILURE_LIMIT", 5)
-_cooloff_minutes = _env_int("NEWSROOM_LOGIN_COOLOFF_MINUTES", 15)
+AXES_FAILURE_LIMIT = env.int("NEWSROOM_LOGIN_FAILURE_LIMIT", default=5)
+_cooloff_minutes = env.int("NEWSROOM_LOGIN_COOLOFF_MINUTES", default=15)
 if AXES_FAILURE_LIMIT <= 0 or _cooloff_minutes <= 0:
     raise ImproperlyConfigured(
         "NEWSROOM_LOGIN_FAILURE_LIMIT and NEWSROOM_LOGIN_COOLOFF_MINUTES must be > 0"
@@ -392,19 +436,19 @@ AXES_HTTP_RESPONSE_CODE = 429
 # Staff sessions end after NEWSROOM_ADMIN_IDLE_MINUTES without a request: that is
 # the session's lifetime, and newsroom.middleware.SessionIdleRenewalMiddleware
 # renews it while the user is active (see its docstring).
-NEWSROOM_ADMIN_IDLE_MINUTES = _env_int("NEWSROOM_ADMIN_IDLE_MINUTES", 30)
+NEWSROOM_ADMIN_IDLE_MINUTES = env.int("NEWSROOM_ADMIN_IDLE_MINUTES", default=30)
 if NEWSROOM_ADMIN_IDLE_MINUTES <= 0:
     raise ImproperlyConfigured("NEWSROOM_ADMIN_IDLE_MINUTES must be a number of minutes > 0")
 SESSION_COOKIE_AGE = NEWSROOM_ADMIN_IDLE_MINUTES * 60
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = _env("NEWSROOM_TIME_ZONE", "UTC")
+TIME_ZONE = env.str("NEWSROOM_TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# Created at start-up (data_folder_prepare): whitenoise warns about a missing folder.
 STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing folder
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -417,14 +461,14 @@ STORAGES = {
 # --- Security (production-grade whenever SITE_URL is https) ---------------------
 
 SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if _env_bool("DJANGO_BEHIND_TLS_PROXY") else None
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("DJANGO_BEHIND_TLS_PROXY") else None
 )
-SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT", SITE_IS_HTTPS and not DEBUG)
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=SITE_IS_HTTPS and not DEBUG)
 SESSION_COOKIE_SECURE = SITE_IS_HTTPS
 CSRF_COOKIE_SECURE = SITE_IS_HTTPS
-SECURE_HSTS_SECONDS = _env_int("DJANGO_HSTS_SECONDS", 31536000 if SITE_IS_HTTPS else 0)
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31536000 if SITE_IS_HTTPS else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SITE_IS_HTTPS
-SECURE_HSTS_PRELOAD = _env_bool("DJANGO_HSTS_PRELOAD")
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -432,8 +476,8 @@ SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 # --- Logging --------------------------------------------------------------------
 
-LOG_LEVEL = _env("LOG_LEVEL", "INFO").upper()
-LOG_FORMAT = _env("LOG_FORMAT", "text").lower()
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env.str("LOG_FORMAT", default="text").lower()
 if LOG_FORMAT not in {"text", "json"}:
     raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
 LOGGING = {

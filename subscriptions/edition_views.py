@@ -8,9 +8,15 @@ from django.views.decorators.cache import cache_control
 
 from newsroom.middleware import allow_inline_styles
 from newsroom.models import Category, Story
-from subscriptions import edition_content
-from subscriptions.edition_content import ViewKey
 from subscriptions.models import Edition
+from subscriptions.sending.content import (
+    ContentError,
+    ViewKey,
+    alert_content,
+    digest_content,
+    fill_generic,
+    issue_date,
+)
 
 
 @cache_control(public=True, max_age=300)
@@ -26,8 +32,8 @@ def edition_view(request: HttpRequest, token: str) -> HttpResponse:
         story = edition.stories.get()
         story = Story.objects.select_related("category").get(pk=story.pk)
         try:
-            content = edition_content.alert_content(edition.pk, story)
-        except edition_content.ContentError:
+            content = alert_content(edition.pk, story)
+        except ContentError:
             raise Http404("This alert can no longer be shown.") from None
     else:
         categories = list(Category.objects.filter(pk__in=key.category_ids))
@@ -39,14 +45,14 @@ def edition_view(request: HttpRequest, token: str) -> HttpResponse:
         if not stories:
             raise Http404("This digest can no longer be shown.")
         try:
-            content = edition_content.digest_content(
+            content = digest_content(
                 edition.pk, key.window_start, edition.frequency, stories, categories,
-                issue_date=edition_content.issue_date(
+                issue_date=issue_date(
                     edition.window_end, edition.audience.get("slots", ())),
             )
-        except edition_content.ContentError:
+        except ContentError:
             raise Http404("This digest can no longer be shown.") from None
     # A reader's own links become the sign-up page's: the page is shared.
-    response = HttpResponse(edition_content.fill_generic(content.html))
+    response = HttpResponse(fill_generic(content.html))
     response["X-Robots-Tag"] = "noindex"
     return allow_inline_styles(response)  # email HTML: its CSS is inlined

@@ -21,10 +21,10 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from newsroom.mailconfig import sender_domain
-from subscriptions.list_headers import manage_url
 from subscriptions.mail_look import look, strip_bidi
 from subscriptions.models import Subscriber
+from subscriptions.sending.mime import manage_url
+from subscriptions.sending.transports.config import sender_domain
 from subscriptions.tokens import Purpose, token_make
 
 logger = logging.getLogger(__name__)

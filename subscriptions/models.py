@@ -12,7 +12,12 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from newsroom.models import Category
+from subscriptions.addresses import MAX_LENGTH as EMAIL_MAX_LENGTH
 from subscriptions.addresses import normalise_email
+
+# Characters kept of free text from outside (an MTA reply, an ESP's description,
+# a user agent, an error): the length of those columns; longer text is cut to it.
+TEXT_LIMIT = 500
 
 
 def validate_timezone(value: str) -> None:
@@ -36,7 +41,7 @@ class Subscriber(models.Model):
     # Statuses that must never be mailed until the person acts again.
     SUPPRESSED = (Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)
 
-    email = models.EmailField(max_length=254, unique=True)
+    email = models.EmailField(max_length=EMAIL_MAX_LENGTH, unique=True)
     status = models.CharField(
         max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True
     )
@@ -52,7 +57,7 @@ class Subscriber(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
-    suppression_reason = models.CharField(max_length=500, blank=True)
+    suppression_reason = models.CharField(max_length=TEXT_LIMIT, blank=True)
     soft_bounces = models.PositiveIntegerField(
         default=0, help_text="Soft bounces in a row; reset by a delivery."
     )
@@ -116,8 +121,8 @@ class ConsentRecord(models.Model):
     # Set on insert; an imported record carries the time consent was given at the source.
     at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
-    user_agent = models.CharField(max_length=500, blank=True)
-    page = models.CharField(max_length=500, blank=True, help_text="The page it came from.")
+    user_agent = models.CharField(max_length=TEXT_LIMIT, blank=True)
+    page = models.CharField(max_length=TEXT_LIMIT, blank=True, help_text="The page it came from.")
     wording_version = models.CharField(max_length=40, blank=True)
     details = models.JSONField(default=dict, blank=True, help_text="Topics, frequency, reason…")
 
@@ -149,13 +154,14 @@ class TrackingEvent(models.Model):
     esp = models.CharField(max_length=40)
     event_id = models.CharField(max_length=200, blank=True, help_text="Empty if the ESP sent none.")
     event_type = models.CharField(max_length=20)
-    recipient = models.EmailField(max_length=254, db_index=True)
+    recipient = models.EmailField(max_length=EMAIL_MAX_LENGTH, db_index=True)
     subscriber = models.ForeignKey(
         Subscriber, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="tracking_events",
     )
     message_id = models.CharField(max_length=250, blank=True)
-    reason = models.CharField(max_length=500, blank=True, help_text="ESP description or MTA reply.")
+    reason = models.CharField(max_length=TEXT_LIMIT, blank=True,
+                              help_text="ESP description or MTA reply.")
     outcome = models.CharField(max_length=30, blank=True, help_text="What we did about it.")
     occurred_at = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -233,7 +239,8 @@ class Edition(models.Model):
         default=0,
         help_text="Deliveries put back after a worker died mid-batch (possible duplicates).",
     )
-    note = models.CharField(max_length=500, blank=True, help_text="Why it stopped, if it did.")
+    note = models.CharField(max_length=TEXT_LIMIT, blank=True,
+                            help_text="Why it stopped, if it did.")
     transport = models.CharField(
         max_length=40, blank=True,
         help_text="The transport it was sent through (EMAIL_TRANSPORT at dispatch).",
@@ -282,7 +289,7 @@ class Delivery(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     message_id = models.CharField(max_length=255, blank=True, help_text="The ESP's message id.")
-    last_error = models.CharField(max_length=500, blank=True)
+    last_error = models.CharField(max_length=TEXT_LIMIT, blank=True)
     revision = models.PositiveIntegerField(
         null=True, blank=True,
         help_text="Alerts: the story revision this reader was sent (written with the outcome).",

@@ -13,7 +13,7 @@ from typing import Any
 
 from anymail.signals import AnymailTrackingEvent
 
-from subscriptions.services.editions import alerts_withdraw
+from subscriptions.sending.steering import alerts_withdraw
 from subscriptions.services.tracking import HANDLED_TYPES, event_payload
 
 logger = logging.getLogger(__name__)

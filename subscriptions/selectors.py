@@ -1,25 +1,123 @@
-"""Reads about editions for the people watching them, and the words for them.
+"""Reads about editions and subscribers: whom they reach, how far they are, and the
+words for them.
 
-The edition page, the Operations page and /metrics all say whether a send is
-stuck, whom it reaches and when it should be through; they take the rule and
-the wording from here, so the three never disagree. Everything but
-`edition_audience_text` is pure: the row and the time in, an answer out (tests
-pass a fixed clock).
+The send path (subscriptions.sending), the admin and operations take their
+audiences from here, so the editor's count, the page and the rows written
+agree. The edition page, the Operations page and /metrics all say whether a
+send is stuck, whom it reaches, how far it is and when it should be through;
+they take the rule and the wording from here, so the three never disagree. The
+edition rules (stalled, progress) are pure: the row and the time in, an answer
+out (tests pass a fixed clock). The queries below them serve the admin pages.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import zoneinfo
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count
+from django.db import connection
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 
-from newsroom.models import Category
-from subscriptions.models import Delivery, Edition
+from newsroom.models import Category, Story
+from subscriptions.models import Delivery, Edition, Subscriber
 
 AUDIENCE_SLOTS_SHOWN = 6
+PERIOD = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
+_UTC = zoneinfo.ZoneInfo("UTC")
+
+
+# --- Audiences ------------------------------------------------------------------------
+
+
+def alert_audience(*, category_id: int, not_reached_for: int | None = None
+                   ) -> QuerySet[Subscriber]:
+    """Active subscribers who want alerts and follow the category (and, with
+    `not_reached_for`, whom no earlier alert of that story reached)."""
+    audience = Subscriber.objects.filter(
+        status=Subscriber.Status.ACTIVE, wants_alerts=True,
+    ).filter(Exists(Subscriber.categories.through.objects.filter(
+        subscriber_id=OuterRef("pk"), category_id=category_id,
+    )))
+    if not_reached_for is not None:
+        audience = audience.exclude(Exists(Delivery.objects.filter(
+            subscriber_id=OuterRef("pk"), status=Delivery.Status.SENT,
+            edition__kind=Edition.Kind.ALERT, edition__stories=not_reached_for,
+        )))
+    return audience
+
+
+def digest_audience(edition: Edition) -> QuerySet[Subscriber]:
+    """Who is due this digest: readers of its slots whose window has not reached its
+    due moment (`last_digest_due_at` moves only when a digest reached them, or
+    they had nothing new) and who have no other digest on its way to them (it
+    would cover the same window)."""
+    due = edition.window_end
+    slots = Q()
+    for tz, hour in edition.audience["slots"]:
+        slots |= Q(timezone=tz, digest_hour=hour)
+    first_window = due - PERIOD[edition.frequency]
+    pending = Delivery.objects.filter(
+        subscriber_id=OuterRef("pk"), edition__kind=Edition.Kind.DIGEST,
+        status__in=(Delivery.Status.QUEUED, Delivery.Status.SENDING),
+    ).exclude(edition_id=edition.pk)
+    return (
+        Subscriber.objects.filter(
+            status=Subscriber.Status.ACTIVE, frequency=edition.frequency,
+            confirmed_at__lte=due,
+        )
+        .filter(slots)
+        .filter(Q(last_digest_due_at__isnull=True) | Q(last_digest_due_at__lt=due))
+        .filter(~Exists(pending))
+        .annotate(window_start=Coalesce(F("last_digest_due_at"), Value(first_window)))
+    )
+
+
+def edition_recipients(edition: Edition) -> tuple[QuerySet[Subscriber], bool]:
+    """Who gets the edition, and whether each reader has a window (digests)."""
+    if edition.kind == Edition.Kind.ALERT:
+        # An alert sent again (audience["story_id"]): not to whom an earlier one reached.
+        return alert_audience(category_id=edition.audience["category_id"],
+                              not_reached_for=edition.audience.get("story_id")), False
+    has_news = Exists(Story.objects.filter(
+        status=Story.Status.PUBLISHED,
+        category__subscribers=OuterRef("pk"),
+        live_since__gt=OuterRef("window_start"),
+        live_since__lte=edition.window_end,
+        published_at__lte=edition.window_end,
+    ))
+    return digest_audience(edition).filter(has_news), True
+
+
+# --- Alerts ---------------------------------------------------------------------------
+
+
+def alerts_unfinished(*, story_ids: list[int]) -> dict[int, Edition]:
+    """Story id -> its alert edition that has not reached everyone yet."""
+    return {
+        edition.story_id: edition
+        for edition in Edition.objects.filter(
+            kind=Edition.Kind.ALERT, stories__in=story_ids,
+            status__in=(*Edition.ACTIVE, Edition.Status.PAUSED, Edition.Status.FAILED),
+        ).annotate(story_id=F("stories"))
+    }
+
+
+# --- Clock ----------------------------------------------------------------------------
+
+
+def db_now() -> datetime:
+    """The database's clock: the one all hosts share (a beat host's may run fast)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CURRENT_TIMESTAMP")
+        value = cursor.fetchone()[0]
+    if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS" in UTC
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=_UTC)
 
 
 # --- Stalled editions -----------------------------------------------------------------
@@ -68,6 +166,38 @@ def editions_stalled(*, now: datetime) -> list[Edition]:
     editions at any time, so the rule runs in Python rather than twice in SQL."""
     active = Edition.objects.filter(status__in=Edition.ACTIVE).only(*STALL_FIELDS)
     return [edition for edition in active if edition_is_stalled(edition, now=now)]
+
+
+# --- Progress -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendProgress:
+    """How far a send is, from the counters on the edition row alone (no query)."""
+
+    done: int  # sent + failed + skipped: deliveries needing no more work
+    targeted: int
+    rate: float | None  # messages sent per second since it started (a mean, pauses included)
+    eta: datetime | None  # when the rest should be through, at the pace so far
+
+    @property
+    def percent(self) -> int | None:
+        return min(100, self.done * 100 // self.targeted) if self.targeted else None
+
+
+def edition_progress(edition: Edition, *, now: datetime) -> SendProgress:
+    """The ETA follows all work done, not only sends: skips and failures also
+    empty the queue, and a digest skips many readers with nothing new."""
+    done = edition.sent + edition.failed + edition.skipped
+    rate = eta = None
+    if edition.started_at is not None:
+        elapsed = ((edition.finished_at or now) - edition.started_at).total_seconds()
+        if elapsed > 0:
+            rate = edition.sent / elapsed
+            left = edition.targeted - done
+            if edition.status == Edition.Status.SENDING and left > 0 and done > 0:
+                eta = now + timedelta(seconds=left * elapsed / done)
+    return SendProgress(done=done, targeted=edition.targeted, rate=rate, eta=eta)
 
 
 # --- Words --------------------------------------------------------------------------------
@@ -155,3 +285,50 @@ def editions_needing_attention(*, now: datetime, days: int = 7) -> dict[str, lis
             created_at__gte=now - timedelta(days=days),
         ).order_by("-pk")[:20]),
     }
+
+
+# --- Admin pages ----------------------------------------------------------------------
+
+# An alert that ended like this may be sent again (to the readers it did not reach).
+ALERT_ENDED_EARLY = (Edition.Status.CANCELLED, Edition.Status.EXPIRED)
+
+
+def alert_editions_by_story(*, story_ids: Iterable[int]) -> dict[int, int]:
+    """Story id -> id of the alert edition made for it (one that was cancelled or
+    expired does not count: the story may be alerted again), in one query."""
+    return dict(
+        Edition.objects.filter(kind=Edition.Kind.ALERT, stories__in=list(story_ids))
+        .exclude(status__in=ALERT_ENDED_EARLY).values_list("stories", "pk")
+    )
+
+
+def edition_failures_recent(*, edition: Edition, limit: int) -> list[Delivery]:
+    """The edition's newest failed deliveries, with the reader's address."""
+    return list(
+        Delivery.objects.filter(edition=edition, status=Delivery.Status.FAILED)
+        .select_related("subscriber")
+        .only("id", "attempts", "last_error", "claimed_at", "subscriber__email")
+        .order_by("-claimed_at", "-id")[:limit]
+    )
+
+
+def delivery_get(*, edition: Edition, subscriber: Subscriber) -> Delivery | None:
+    return Delivery.objects.filter(edition=edition, subscriber=subscriber).first()
+
+
+def subscriber_get(*, email: str) -> Subscriber | None:
+    """The subscriber with this (normalised) address, if any."""
+    return Subscriber.objects.filter(email=email).first()
+
+
+def categories_with_active_counts() -> list[Category]:
+    """Every category with its count of active subscribers as `active`, in
+    category order, in one query."""
+    active = Count("subscribers", filter=Q(subscribers__status=Subscriber.Status.ACTIVE))
+    # Explicit order: Meta.ordering does not apply to a GROUP BY query.
+    return list(
+        Category.objects.annotate(active=active)
+        .only("id", "name", "slug", "order")
+        .order_by("order", "name")
+    )
+

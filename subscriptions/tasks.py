@@ -10,8 +10,8 @@ from django.db import InterfaceError, OperationalError
 
 from subscriptions import emails
 from subscriptions.importing.tasks import subscribers_import_run  # noqa: F401 (for the worker)
-from subscriptions.sending import retention
-from subscriptions.services import deliveries, editions, tracking
+from subscriptions.sending import batches, dispatch, reconcile, retention, scheduling
+from subscriptions.services import tracking
 
 # Transient transport failures: try again later, with growing pauses. Permanent
 # refusals (5xx) of subscription emails never get here: emails.subscriber_email_send
@@ -46,7 +46,7 @@ DB_TRANSIENT = (OperationalError, InterfaceError)
     autoretry_for=DB_TRANSIENT, retry_backoff=2, retry_backoff_max=60, max_retries=10,
 )
 def edition_dispatch(edition_id: int) -> int:
-    return editions.edition_dispatch(edition_id=edition_id)
+    return dispatch.edition_dispatch(edition_id=edition_id)
 
 
 @shared_task(
@@ -54,7 +54,7 @@ def edition_dispatch(edition_id: int) -> int:
     autoretry_for=DB_TRANSIENT, retry_backoff=2, retry_backoff_max=60, max_retries=None,
 )
 def deliveries_send(self, edition_id: int, first_id: int, last_id: int) -> dict:
-    report = deliveries.deliveries_send(edition_id=edition_id, first_id=first_id, last_id=last_id)
+    report = batches.deliveries_send(edition_id=edition_id, first_id=first_id, last_id=last_id)
     if report.retry:  # transient transport errors: the same range again, later
         countdown = min(600, 5 * 2 ** min(self.request.retries, 7))
         queue = (self.request.delivery_info or {}).get("routing_key")
@@ -64,12 +64,12 @@ def deliveries_send(self, edition_id: int, first_id: int, last_id: int) -> dict:
 
 @shared_task(name="subscriptions.digests_schedule")
 def digests_schedule() -> list[int]:
-    return [edition.pk for edition in editions.digests_schedule()]
+    return [edition.pk for edition in scheduling.digests_schedule()]
 
 
 @shared_task(name="subscriptions.editions_reconcile")
 def editions_reconcile() -> dict:
-    report = editions.editions_reconcile()
+    report = reconcile.editions_reconcile()
     return {"redispatched": report.redispatched, "released": report.released,
             "requeued_editions": report.requeued_editions, "expired": report.expired,
             "finished": report.finished,

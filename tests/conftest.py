@@ -42,6 +42,18 @@ def _clear_cache(_redis):
     yield
 
 
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Keep the broker out: record the dispatches the service would enqueue
+    (the story admin's alert tests, editorial's and subscriptions')."""
+    from subscriptions.sending import enqueue
+
+    calls: list[int] = []
+    monkeypatch.setattr(enqueue, "enqueue_dispatch",
+                        lambda edition, **kwargs: calls.append(edition.pk))
+    return calls
+
+
 @pytest.fixture(scope="session")
 def smtp_sink():
     """A real SMTP listener for the whole run; what it accepts lands in the outbox folder."""
@@ -56,7 +68,7 @@ def smtp_sink():
 @pytest.fixture
 def smtp(smtp_sink, settings):
     """Send this test's mail (in this process) through the SMTP listener."""
-    settings.EMAIL_BACKEND = "newsroom.mail.SMTPBackend"
+    settings.EMAIL_BACKEND = "subscriptions.sending.transports.smtp.SMTPBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_sink.port
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
     settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""

@@ -50,7 +50,10 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 class Drill:
     def __init__(self, name: str, args: argparse.Namespace, *, transport: str = "smtp",
-                 private_pg: bool = False) -> None:
+                 private_pg: bool = False, listen: str = "127.0.0.1",
+                 trust_net: str | None = None) -> None:
+        """`listen` and `trust_net`: where Redis, the private PostgreSQL and the SMTP
+        sink listen, and which network PostgreSQL trusts (the fleet drill's hosts)."""
         self.name, self.args, self.transport = name, args, transport
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"drill-{name}-", dir="/tmp"))
         self.logs = self.data_dir / "logs"
@@ -62,10 +65,13 @@ class Drill:
         self.sink_delay = args.sink_delay if args.sink_delay is not None else (
             0.002 if n < 20_000 else 0.0)
         self.private_pg = None
-        self.redis = h.RedisServer(self.data_dir / "redis", tcp=True, persist=False).start()
+        self.listen = listen
+        self.redis = h.RedisServer(self.data_dir / "redis", tcp=True, persist=False,
+                                   bind=listen).start()
         self.cleanup.append(self.redis.stop)
         if private_pg:
-            self.private_pg = h.PrivatePostgres(self.data_dir / "pg").start()
+            self.private_pg = h.PrivatePostgres(self.data_dir / "pg", listen=listen,
+                                                trust_net=trust_net).start()
             self.cleanup.append(self.private_pg.stop)
             self.database = h.Database("postgres", self.data_dir, pg_name=args.pg_name,
                                        pg_admin=self.private_pg.admin_url)
@@ -91,10 +97,10 @@ class Drill:
         from django.utils import timezone
 
         h.insert_population(pop, confirmed_at=timezone.now() - timedelta(days=30))
-        self.category = categories[0]
+        self.category, self.categories, self.population = categories[0], categories, pop
         self.expected = set(pop.ids())
         if self.transport == "smtp":
-            self.sink = h.CountingSink(self.logs, delay=self.sink_delay)
+            self.sink = h.CountingSink(self.logs, delay=self.sink_delay, host=self.listen)
             self.cleanup.append(self.sink.stop)
             self.worker_env = self.env.env(EMAIL_URL=f"smtp://127.0.0.1:{self.sink.port}")
             say(f"SMTP sink: aiosmtpd counting sink (per-recipient counts), "
@@ -117,11 +123,11 @@ class Drill:
         return count * concurrency
 
     def alert(self):
-        from subscriptions.services import editions
+        from subscriptions.sending import dispatch
 
         story = h.breaking_story(self.category)
         self.t0 = time.time()
-        self.edition = editions.edition_create_alert(story=story, by=None)
+        self.edition = dispatch.edition_create_alert(story=story, by=None)
         say(f"alert edition #{self.edition.pk} confirmed for {len(self.expected):,} subscribers")
         return self.edition
 
@@ -145,10 +151,10 @@ class Drill:
     def reconcile(self) -> None:
         """editions_reconcile, as beat runs it; errors (broker or database down) are
         printed and the next round tries again, as beat would."""
-        from subscriptions.services import editions
+        from subscriptions.sending.reconcile import editions_reconcile
 
         try:
-            report = editions.editions_reconcile()
+            report = editions_reconcile()
         except Exception as exc:
             from django.db import connection
 

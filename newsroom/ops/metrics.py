@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
-import redis
 from django.conf import settings
 from django.db.models import Count, DateTimeField, DurationField, ExpressionWrapper, F, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
@@ -37,47 +36,12 @@ from prometheus_client.utils import floatToGoString
 from newsroom.ops import broker, canary
 from newsroom.ops.health import metrics_token_valid, redis_client, redis_url
 from subscriptions.models import Edition, TrackingEvent
+from subscriptions.reconcile_counters import RECONCILE_ACTIONS, reconcile_totals
 from subscriptions.selectors import editions_stalled
 
 logger = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 2
-
-# --- Reconcile counters (written by editions_reconcile, read here) --------------------
-
-RECONCILE_KEY = "newsroom:metrics:reconcile"  # hash: action -> total, plus runs, last_run
-# The fields of ReconcileReport, in the units it counts them.
-RECONCILE_ACTIONS = {
-    "redispatched": "planned editions dispatched again",
-    "released": "deliveries taken back from dead batch runs",
-    "requeued_editions": "stalled editions whose batches were enqueued again",
-    "dispatch_completed": "editions whose dispatch stopped halfway, completed",
-    "expired": "editions expired by reconcile",
-    "finished": "editions marked done by reconcile",
-}
-
-
-def reconcile_actions_record(actions: Mapping[str, int], *, now: float | None = None) -> None:
-    """Add one reconcile run's actions to the shared totals in Redis.
-
-    A metrics failure must never stop the reconcile itself: Redis errors are logged.
-    """
-    try:
-        pipe = redis_client(settings.REDIS_URL, REDIS_TIMEOUT).pipeline(transaction=False)
-        for action, count in actions.items():
-            if count:
-                pipe.hincrby(RECONCILE_KEY, action, int(count))
-        pipe.hincrby(RECONCILE_KEY, "runs", 1)
-        pipe.hset(RECONCILE_KEY, "last_run", repr(time.time() if now is None else now))
-        pipe.execute()
-    except redis.RedisError as exc:
-        logger.warning("reconcile counters not recorded: %s", exc)
-
-
-def reconcile_totals() -> dict[str, float]:
-    raw = redis_client(settings.REDIS_URL, REDIS_TIMEOUT).hgetall(RECONCILE_KEY)
-    return {key.decode(): float(value) for key, value in raw.items()}
-
 
 # --- The collector ---------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
-"""The Operations page's sampler: beat runs it every NEWSROOM_OPS_SAMPLE_INTERVAL s.
+"""Tasks of the operations app (Celery's autodiscovery imports this module).
 
-Registered through newsroom/tasks.py, the module Celery's autodiscovery imports.
+The Operations page's sampler, which beat runs every NEWSROOM_OPS_SAMPLE_INTERVAL s,
+and the consumption canary (defined in canary.py, imported here to be registered).
 """
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ from __future__ import annotations
 from celery import shared_task
 
 from newsroom.ops import broker, samples, workers
+from newsroom.ops.canary import canary
+
+__all__ = ["canary", "ops_sample"]
 
 
 @shared_task(name="newsroom.ops_sample")

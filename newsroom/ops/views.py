@@ -8,9 +8,9 @@ rows' own counters, and the newest failed deliveries through an index. It
 never counts deliveries, so a million queued ones cost it nothing. A Redis
 that does not answer is shown on the page instead of failing it.
 
-It hangs on the admin as the page of the table-less `Operations` model, which
-gives it a permission, a link on the admin index and the admin's login
-handling without a custom AdminSite.
+It hangs on the admin (newsroom/ops/admin.py) as the page of the table-less
+`Operations` model, which gives it a permission, a link on the admin index and
+the admin's login handling without a custom AdminSite.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from redis.exceptions import RedisError
 
 from newsroom.admin_mixins import ReadOnlyAdminMixin
 from newsroom.ops import broker, charts, samples, workers
-from subscriptions.admin import SendProgress, send_progress
 from subscriptions.models import Delivery, Edition
 from subscriptions.selectors import (
     STALL_FIELDS,
+    SendProgress,
     duration_text,
+    edition_progress,
     edition_stalled_for,
     editions_needing_attention,
     eta_text,
@@ -141,7 +142,7 @@ def _editions(request: HttpRequest, history: list[samples.Sample], now: datetime
     may_view = request.user.has_perm("subscriptions.view_edition")
     rows = []
     for edition in found[:EDITIONS_SHOWN]:
-        progress = send_progress(edition, now=now)
+        progress = edition_progress(edition, now=now)
         sent_rate = samples.recent_rate(samples.edition_series(history, edition.pk),
                                         over=RATE_OVER)
         done_rate = samples.recent_rate(samples.edition_series(history, edition.pk, done=True),

@@ -82,7 +82,7 @@ def test_commands_needing_redis_say_to_start_runall_and_change_nothing(tmp_path)
 
 
 def test_a_configured_redis_that_is_down_is_named_without_its_password(settings):
-    from newsroom.management.redis_reachable import redis_unreachable
+    from newsroom.ops.management.redis_reachable import redis_unreachable
 
     port = free_port()
     settings.REDIS_EMBEDDED = False

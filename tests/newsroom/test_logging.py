@@ -12,13 +12,13 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from subscriptions.models import Delivery, Edition
-from subscriptions.services import deliveries, editions
-from subscriptions.transports import Result
+from subscriptions.sending import batches, dispatch, steering
+from subscriptions.sending.transports.base import Result
 from tests.subscriptions.factories import subscriber
 
 pytestmark = pytest.mark.django_db
 
-EDITIONS_LOGGER = "subscriptions.services.editions"
+EDITIONS_LOGGER = "subscriptions.sending"
 
 
 def as_json(record: logging.LogRecord) -> dict:
@@ -44,7 +44,7 @@ def state_records(caplog, state: str) -> list[logging.LogRecord]:
 def test_a_state_change_is_one_json_line_with_the_edition_id(caplog):
     sending = edition(status=Edition.Status.SENDING, started_at=timezone.now())
     with caplog.at_level(logging.INFO, logger=EDITIONS_LOGGER):
-        editions.edition_pause(edition=sending)
+        steering.edition_pause(edition=sending)
     [record] = state_records(caplog, "paused")
     line = as_json(record)
     assert line["edition_id"] == sending.pk
@@ -57,7 +57,7 @@ def test_a_state_change_is_one_json_line_with_the_edition_id(caplog):
 def test_cancel_logs_how_many_were_skipped(caplog):
     planned = edition()
     with caplog.at_level(logging.INFO, logger=EDITIONS_LOGGER):
-        editions.edition_cancel(edition=planned)
+        steering.edition_cancel(edition=planned)
     [record] = state_records(caplog, "cancelled")
     line = as_json(record)
     assert (line["edition_id"], line["skipped"]) == (planned.pk, 0)
@@ -67,7 +67,7 @@ def test_an_expired_alert_logs_an_error_with_its_id(caplog):
     stale = edition(scheduled_at=timezone.now() - timedelta(
         seconds=settings.NEWSROOM_ALERT_STALE_AFTER + 60))
     with caplog.at_level(logging.INFO, logger=EDITIONS_LOGGER):
-        assert editions.edition_dispatch(edition_id=stale.pk) == 0
+        assert dispatch.edition_dispatch(edition_id=stale.pk) == 0
     [record] = state_records(caplog, "expired")
     assert record.levelno == logging.ERROR
     assert as_json(record)["edition_id"] == stale.pk
@@ -79,8 +79,8 @@ def test_failed_deliveries_log_the_edition_and_delivery_ids(caplog):
     rows = [Delivery.objects.create(edition=sending, subscriber=subscriber(),
                                     status=Delivery.Status.SENDING) for _ in range(2)]
     results = [Result(row.pk, "failed", "550 5.1.1 no such user") for row in rows]
-    with caplog.at_level(logging.WARNING, logger="subscriptions.services.deliveries"):
-        deliveries._record_results(sending, results, deliveries.BatchReport())
+    with caplog.at_level(logging.WARNING, logger="subscriptions.sending.batches"):
+        batches._record_results(sending, results, batches.BatchReport())
     [record] = [r for r in caplog.records if hasattr(r, "delivery_ids")]
     line = as_json(record)
     assert line["edition_id"] == sending.pk

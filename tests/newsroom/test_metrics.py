@@ -10,10 +10,11 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from newsroom.celery import app
-from newsroom.ops import broker, canary, metrics
+from newsroom.ops import broker, canary
 from newsroom.ops.health import redis_client
 from subscriptions.models import Delivery, Edition, TrackingEvent
-from subscriptions.services import editions
+from subscriptions.reconcile_counters import reconcile_totals
+from subscriptions.sending import reconcile
 from tests.settings_helpers import free_port
 from tests.subscriptions.factories import subscriber
 
@@ -178,7 +179,7 @@ def test_reconcile_actions_count_what_a_reconcile_did(client, token):
     Delivery.objects.create(edition=sending, subscriber=subscriber(),
                             status=Delivery.Status.SENDING, claim=uuid.uuid4(),
                             claimed_at=timezone.now() - timedelta(hours=2))
-    assert editions.editions_reconcile().released == 1
+    assert reconcile.editions_reconcile().released == 1
     after = scrape(client)
     name = "newsroom_reconcile_actions_total"
     assert value(after, name, action="released") == value(before, name, action="released") + 1
@@ -194,7 +195,7 @@ def test_reconcile_counts_the_alerts_it_expires(client, token, settings):
     before = scrape(client)
     late = timezone.now() - timedelta(seconds=settings.NEWSROOM_ALERT_STALE_AFTER + 60)
     stale_alert = edition(status=Edition.Status.PLANNED, scheduled_at=late)
-    assert editions.editions_reconcile().expired == [stale_alert.pk]
+    assert reconcile.editions_reconcile().expired == [stale_alert.pk]
     name = "newsroom_reconcile_actions_total"
     assert value(scrape(client), name, action="expired") == value(
         before, name, action="expired") + 1
@@ -202,9 +203,9 @@ def test_reconcile_counts_the_alerts_it_expires(client, token, settings):
 
 @pytest.mark.django_db
 def test_a_dry_run_reconcile_counts_nothing(client, token):
-    before = metrics.reconcile_totals()
-    editions.editions_reconcile(dry_run=True)
-    assert metrics.reconcile_totals() == before
+    before = reconcile_totals()
+    reconcile.editions_reconcile(dry_run=True)
+    assert reconcile_totals() == before
 
 
 @pytest.mark.django_db

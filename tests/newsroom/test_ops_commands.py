@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from newsroom.management.commands.editions import duration_or_eta, format_seconds
+from newsroom.ops.management.commands.editions import duration_or_eta, format_seconds
 from subscriptions.models import Delivery, Edition
 from tests.subscriptions.factories import subscriber
 

@@ -38,23 +38,34 @@ def test_tighten_narrows_what_an_older_release_left_open(tmp_path):
     tighten(tmp_path / "missing", 0o600)  # nothing to do, no error
 
 
-def test_settings_make_the_data_folder_and_sqlite_file_private(tmp_path, monkeypatch):
+def test_settings_write_nothing_and_start_up_makes_the_data_folder_private(tmp_path, monkeypatch):
+    """Reading settings.py creates no file; the start-up step makes the data
+    folder 0700 and the SQLite file 0600 before SQLite opens it."""
     import runpy
+    from types import SimpleNamespace
 
-    from tests.newsroom.test_settings import SECRET, SETTINGS_FILE
+    from newsroom.private_files import data_folder_prepare
+    from tests.newsroom.test_settings import SETTINGS_FILE
 
     data = tmp_path / "fresh"
     monkeypatch.setenv("NEWSROOM_DATA_DIR", str(data))
-    monkeypatch.setenv("DJANGO_SECRET_KEY", SECRET)
+    monkeypatch.delenv("DJANGO_SECRET_KEY", raising=False)  # a local site's generated key
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("SITE_URL", "http://localhost:8000")
+    monkeypatch.setenv("DEFAULT_FROM_EMAIL", "news@example.com")
+    conf = runpy.run_path(SETTINGS_FILE)
+    assert not data.exists()
     old = os.umask(0)
     try:
-        conf = runpy.run_path(SETTINGS_FILE)
+        data_folder_prepare(SimpleNamespace(**conf))
     finally:
         os.umask(old)
     assert mode(data) == 0o700
     assert Path(conf["DATABASES"]["default"]["NAME"]) == data / "newsroom.sqlite3"
     assert mode(data / "newsroom.sqlite3") == 0o600
+    assert mode(data / "secret_key") == 0o600
+    assert conf["SECRET_KEY"] == (data / "secret_key").read_text().strip()
+    assert (data / "static").is_dir()
 
 
 def test_runall_keeps_secrets_private_and_off_the_command_line(tmp_path):

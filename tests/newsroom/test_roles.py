@@ -20,7 +20,7 @@ from django.utils import timezone
 from newsroom.management.commands import runall
 from newsroom.models import Story
 from subscriptions.models import Edition
-from subscriptions.services import editions
+from subscriptions.sending import dispatch
 from tests.subscriptions.factories import category, subscriber
 
 pytestmark = pytest.mark.django_db
@@ -62,7 +62,7 @@ def _story(cat, **fields) -> Story:
 def edition(politics, enqueued) -> Edition:
     story = _story(politics, status=Story.Status.PUBLISHED,
                    published_at=timezone.now() - timedelta(minutes=1))
-    return editions.edition_create_alert(story=story, by=None)
+    return dispatch.edition_create_alert(story=story, by=None)
 
 
 def _edition_url(name: str, edition: Edition) -> str:

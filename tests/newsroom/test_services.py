@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from newsroom.models import Category, Story
 from newsroom.services import story_publish, story_unpublish
-from newsroom.signals import story_published, story_unpublished
+from newsroom.signals import story_unpublished
 
 pytestmark = pytest.mark.django_db
 
@@ -26,19 +26,14 @@ def story():
 
 @pytest.fixture
 def received():
-    """Calls of both signals, as (signal name, kwargs) pairs."""
+    """Calls of the unpublished signal, as (signal name, kwargs) pairs."""
     calls = []
-
-    def published(sender, **kwargs):
-        calls.append(("published", kwargs))
 
     def unpublished(sender, **kwargs):
         calls.append(("unpublished", kwargs))
 
-    story_published.connect(published, dispatch_uid="test-published")
     story_unpublished.connect(unpublished, dispatch_uid="test-unpublished")
     yield calls
-    story_published.disconnect(dispatch_uid="test-published")
     story_unpublished.disconnect(dispatch_uid="test-unpublished")
 
 
@@ -87,7 +82,7 @@ def test_publish_rejects_a_naive_time(story, editor):
     assert story.status == Story.Status.DRAFT
 
 
-def test_publishing_twice_is_a_no_op(story, editor, received, django_capture_on_commit_callbacks):
+def test_publishing_twice_is_a_no_op(story, editor, django_capture_on_commit_callbacks):
     other = get_user_model().objects.create_user("other", password="x")
     with django_capture_on_commit_callbacks(execute=True):
         assert story_publish(story=story, by=editor) is True
@@ -98,7 +93,6 @@ def test_publishing_twice_is_a_no_op(story, editor, received, django_capture_on_
     story.refresh_from_db()
     assert story.published_at == first_time
     assert story.last_editor == editor
-    assert [name for name, _ in received] == ["published"]
 
 
 def test_a_stale_instance_cannot_publish_twice(story, editor):
@@ -108,25 +102,10 @@ def test_a_stale_instance_cannot_publish_twice(story, editor):
     assert story_publish(story=copy, by=editor) is False
 
 
-def test_published_signal_carries_id_breaking_and_time(
-    story, editor, received, django_capture_on_commit_callbacks
-):
-    Story.objects.filter(pk=story.pk).update(breaking=True)
-    with django_capture_on_commit_callbacks(execute=True):
-        story_publish(story=story, by=editor)
-    assert received == [
-        ("published", {
-            "signal": story_published,
-            "story_id": story.pk,
-            "breaking": True,
-            "published_at": story.published_at,
-        })
-    ]
-
-
 def test_signal_waits_for_the_commit(story, editor, received, django_capture_on_commit_callbacks):
+    story_publish(story=story, by=None)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        story_publish(story=story, by=editor)
+        story_unpublish(story=story, by=editor)
         assert received == []
     assert len(callbacks) == 1
     assert received == []  # the transaction never committed
@@ -138,14 +117,15 @@ def test_a_failing_receiver_does_not_undo_or_raise(
     def broken(sender, **kwargs):
         raise RuntimeError("queue down")
 
-    story_published.connect(broken, dispatch_uid="test-broken")
+    story_publish(story=story, by=None)
+    story_unpublished.connect(broken, dispatch_uid="test-broken")
     try:
         with django_capture_on_commit_callbacks(execute=True):
-            assert story_publish(story=story, by=editor) is True
+            assert story_unpublish(story=story, by=editor) is True
     finally:
-        story_published.disconnect(dispatch_uid="test-broken")
+        story_unpublished.disconnect(dispatch_uid="test-broken")
     story.refresh_from_db()
-    assert story.status == Story.Status.PUBLISHED
+    assert story.status == Story.Status.DRAFT
     assert "failed for story" in caplog.text
 
 

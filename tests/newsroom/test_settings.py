@@ -76,6 +76,15 @@ def test_bad_integer_is_refused(load):
         load(DJANGO_SECRET_KEY=SECRET, CELERY_TASK_TIME_LIMIT="ten")
 
 
+def test_a_blank_variable_counts_as_unset(load):
+    """A copied .env.example leaves many variables empty: each means its default."""
+    conf = load(DJANGO_SECRET_KEY=SECRET, DJANGO_DEBUG=" ", NEWSROOM_BATCH_SIZE="",
+                DATABASE_URL="", DJANGO_ALLOWED_HOSTS=" , ", NEWSROOM_ALERTS_QUEUE=" alerts2 ")
+    assert conf["DEBUG"] is False and conf["NEWSROOM_BATCH_SIZE"] == 1000
+    assert conf["DATABASES"]["default"]["ENGINE"] == "django.db.backends.sqlite3"
+    assert "localhost" in conf["ALLOWED_HOSTS"] and conf["NEWSROOM_ALERTS_QUEUE"] == "alerts2"
+
+
 def test_sqlite_in_the_data_folder_by_default(load, tmp_path):
     db = load(DJANGO_SECRET_KEY=SECRET)["DATABASES"]["default"]
     assert db["ENGINE"] == "django.db.backends.sqlite3"
@@ -201,7 +210,7 @@ def test_env_example_lists_every_variable_the_settings_read():
     read = set()
     for path in (ROOT / "newsroom").glob("*.py"):
         text = path.read_text()
-        for prefix in ('_env("', '_env_bool("', '_env_int("', '_env_list("'):
+        for prefix in ('env.str("', 'env.bool("', 'env.int("', 'env.list("'):
             for chunk in text.split(prefix)[1:]:
                 read.add(chunk.split('"', 1)[0])
     listed = {

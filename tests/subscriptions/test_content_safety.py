@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from newsroom.models import Category, Story
-from subscriptions.edition_content import ContentError, alert_content, digest_content
 from subscriptions.mail_look import strip_bidi
-from subscriptions.mime import HOLE_NONCE, MessageTemplate
+from subscriptions.sending.content import ContentError, alert_content, digest_content
+from subscriptions.sending.mime import HOLE_NONCE, MessageTemplate
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 READER = {"email": "reader@example.com", "unsubscribe_url": "https://news.example/u/t0k",

@@ -39,13 +39,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from newsroom.models import Category, Story
 from newsroom.services import story_publish, story_unpublish
 from subscriptions.models import Edition, Subscriber
-from subscriptions.services import deliveries, editions
+from subscriptions.sending import batches, dispatch, enqueue, scheduling, steering
 from subscriptions.services.subscribers import (
     RequestInfo,
     subscriber_resubscribe,
     subscriber_unsubscribe,
 )
-from tests import recording_backend
+from tests import recording_transport
 
 pytestmark = pytest.mark.django_db
 
@@ -64,15 +64,15 @@ class NewsroomDays(RuleBasedStateMachine):
         self._atomic = transaction.atomic()
         self._atomic.__enter__()
         self._patches = [
-            mock.patch.object(editions, "_enqueue_dispatch", lambda edition, **kw: None),
-            mock.patch.object(editions, "enqueue_batches", lambda edition, **kw: 0),
-            override_settings(EMAIL_BACKEND="tests.recording_backend.RecordingBackend",
-                              NEWSROOM_BATCH_SIZE=2, NEWSROOM_SEND_RATE=0),
+            mock.patch.object(enqueue, "enqueue_dispatch", lambda edition, **kw: None),
+            mock.patch.object(enqueue, "enqueue_batches", lambda edition, **kw: 0),
+            mock.patch.object(batches, "transport_get", recording_transport.RecordingTransport),
+            override_settings(NEWSROOM_BATCH_SIZE=2, NEWSROOM_SEND_RATE=0),
         ]
         for patch in self._patches:
             patch.start() if hasattr(patch, "start") else patch.enable()
-        recording_backend.SENT.clear()
-        editions.cache.delete(editions._SCHEDULE_RUN_KEY)
+        recording_transport.SENT.clear()
+        scheduling.cache.delete(scheduling._SCHEDULE_RUN_KEY)
         self.now = START
         self.categories: list[int] = []
         self.readers: dict[int, dict] = {}  # pk -> email, active, since{category: t}
@@ -210,11 +210,11 @@ class NewsroomDays(RuleBasedStateMachine):
         """Time passes to a beat whose new digests an operator cancels after `sent`
         batches."""
         self.now += timedelta(hours=hours)
-        for edition in editions.digests_schedule(now=self.now):
-            editions.edition_dispatch(edition_id=edition.pk)
-            for first, last in editions.batch_ranges(edition)[:sent]:
-                deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
-            editions.edition_cancel(edition=Edition.objects.get(pk=edition.pk))
+        for edition in scheduling.digests_schedule(now=self.now):
+            dispatch.edition_dispatch(edition_id=edition.pk)
+            for first, last in enqueue.batch_ranges(edition)[:sent]:
+                batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+            steering.edition_cancel(edition=Edition.objects.get(pk=edition.pk))
         self._read_mail()
 
     @rule(hours=st.integers(1, 6), sent=st.integers(0, 3), how=st.sampled_from(["pause", "fail"]))
@@ -222,14 +222,14 @@ class NewsroomDays(RuleBasedStateMachine):
         """Time passes to a beat whose new digests are paused, or fail (as a content
         error stops them), after `sent` batches; `carry_on` resumes or retries them."""
         self.now += timedelta(hours=hours)
-        for edition in editions.digests_schedule(now=self.now):
-            editions.edition_dispatch(edition_id=edition.pk)
-            for first, last in editions.batch_ranges(edition)[:sent]:
-                deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+        for edition in scheduling.digests_schedule(now=self.now):
+            dispatch.edition_dispatch(edition_id=edition.pk)
+            for first, last in enqueue.batch_ranges(edition)[:sent]:
+                batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
             if how == "pause":
-                editions.edition_pause(edition=Edition.objects.get(pk=edition.pk))
+                steering.edition_pause(edition=Edition.objects.get(pk=edition.pk))
             else:
-                editions.edition_fail(edition_id=edition.pk, reason="simulated content error")
+                steering.edition_fail(edition_id=edition.pk, reason="simulated content error")
         self._read_mail()
 
     @rule()
@@ -237,34 +237,34 @@ class NewsroomDays(RuleBasedStateMachine):
         """An editor resumes the paused digests and retries the failed ones."""
         for edition in Edition.objects.filter(kind=Edition.Kind.DIGEST,
                                               status=Edition.Status.PAUSED):
-            editions.edition_resume(edition=edition)
+            steering.edition_resume(edition=edition)
         for edition in Edition.objects.filter(kind=Edition.Kind.DIGEST,
                                               status=Edition.Status.FAILED):
-            editions.edition_retry_failed(edition=edition)
+            steering.edition_retry_failed(edition=edition)
         self._beat()
 
     def _beat(self) -> None:
-        editions.digests_schedule(now=self.now)
+        scheduling.digests_schedule(now=self.now)
         for edition in Edition.objects.filter(kind=Edition.Kind.DIGEST,
                                               status=Edition.Status.PLANNED):
-            editions.edition_dispatch(edition_id=edition.pk)
+            dispatch.edition_dispatch(edition_id=edition.pk)
         for edition in Edition.objects.filter(kind=Edition.Kind.DIGEST,
                                               status=Edition.Status.SENDING):
-            for first, last in editions.batch_ranges(edition):
-                deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+            for first, last in enqueue.batch_ranges(edition):
+                batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
         self._read_mail()
 
     # --- Checks ----------------------------------------------------------------------
 
     def _read_mail(self) -> None:
-        for envelope in recording_backend.SENT:
+        for envelope in recording_transport.SENT:
             text = message_from_bytes(envelope.data, policy=policy.default).get_body(
                 ("plain",)).get_content()
             for story_id in map(int, HEADLINE.findall(text)):
                 story = self.stories[story_id]
                 assert story["published"], f"story {story_id} was sent while taken down"
                 self.got.setdefault((envelope.recipient, story_id), []).append(self.now)
-        recording_backend.SENT.clear()
+        recording_transport.SENT.clear()
 
     @invariant()
     def nobody_gets_a_story_twice_in_one_live_period(self) -> None:

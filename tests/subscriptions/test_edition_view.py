@@ -5,11 +5,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from subscriptions.edition_content import ViewKey
-from subscriptions.services import deliveries, editions
+from subscriptions.sending import batches, dispatch, enqueue, scheduling
+from subscriptions.sending.content import ViewKey
 from tests.subscriptions.factories import category, subscriber
+from tests.subscriptions.sending.test_scheduling import publish, run
 from tests.subscriptions.test_alerts import story
-from tests.subscriptions.test_digests import publish, run
 
 pytestmark = pytest.mark.django_db
 
@@ -18,8 +18,8 @@ VIEW = re.compile(r"http://testserver(/editions/[^/\s\"]+/)")
 
 @pytest.fixture
 def no_enqueue(monkeypatch):
-    monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition: None)
-    monkeypatch.setattr(editions, "enqueue_batches", lambda edition, **kwargs: 0)
+    monkeypatch.setattr(enqueue, "enqueue_dispatch", lambda edition: None)
+    monkeypatch.setattr(enqueue, "enqueue_batches", lambda edition, **kwargs: 0)
 
 
 def view_path(raw: bytes) -> str:
@@ -33,9 +33,9 @@ def view_path(raw: bytes) -> str:
 def test_an_alert_can_be_read_in_a_browser_without_personal_links(client, no_enqueue):
     cat = category("policy")
     reader = subscriber("ann@example.com", categories=[cat])
-    edition = editions.edition_create_alert(story=story(cat, headline="Dam bursts"), by=None)
-    editions.edition_dispatch(edition_id=edition.pk)
-    raw = deliveries.edition_render_for(edition=edition, subscriber=reader)
+    edition = dispatch.edition_create_alert(story=story(cat, headline="Dam bursts"), by=None)
+    dispatch.edition_dispatch(edition_id=edition.pk)
+    raw = batches.edition_render_for(edition=edition, subscriber=reader)
     response = client.get(view_path(raw))
     assert response.status_code == 200
     page = response.content.decode()
@@ -51,9 +51,9 @@ def test_a_digest_variant_can_be_read_in_a_browser(client, no_enqueue):
     reader = subscriber("r@example.com", categories=[world], digest_hour=7)
     due = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
     publish(world, "Summit ends", due - timedelta(hours=2))
-    edition = run(editions.digests_schedule(now=due + timedelta(minutes=1))[0])
+    edition = run(scheduling.digests_schedule(now=due + timedelta(minutes=1))[0])
     reader.refresh_from_db()
-    raw = deliveries.edition_render_for(edition=edition, subscriber=reader)
+    raw = batches.edition_render_for(edition=edition, subscriber=reader)
     response = client.get(view_path(raw))
     assert response.status_code == 200 and "Summit ends" in response.content.decode()
 

@@ -19,8 +19,8 @@ from newsroom.celery import app
 from newsroom.models import Category, Story
 from newsroom.services import story_unpublish
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.services import editions
-from tests.subscriptions.test_delivery_worker import (
+from subscriptions.sending import dispatch, reconcile, scheduling, steering
+from tests.subscriptions.sending.test_batches_worker import (
     audience,
     breaking,
     edition_done,
@@ -32,7 +32,7 @@ from tests.workers import Worker
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 RATE = 40
-CALL = RATE // 4  # messages in one paced transport call (deliveries._calls)
+CALL = RATE // 4  # messages in one paced transport call (batches._calls)
 
 
 @pytest.fixture
@@ -84,10 +84,10 @@ def test_pause_then_cancel_stop_within_one_call_at_a_slow_rate(paced, smtp_sink)
     cat = Category.objects.create(name="Policy", slug="policy")
     addresses = audience(300, cat, "pace")
     paced(rate=RATE, batch=1000)
-    edition = editions.edition_create_alert(story=breaking(cat), by=None)
+    edition = dispatch.edition_create_alert(story=breaking(cat), by=None)
     wait_for(lambda: received(smtp_sink) >= 60, 30, "the first 60 messages")
 
-    assert editions.edition_pause(edition=edition)
+    assert steering.edition_pause(edition=edition)
     at_click = received(smtp_sink)
     wait_for(lambda: none_held(edition), 10, "the batch to give its rows back")
     time.sleep(1.0)  # four paced calls' worth: none may go
@@ -95,10 +95,10 @@ def test_pause_then_cancel_stop_within_one_call_at_a_slow_rate(paced, smtp_sink)
     edition.refresh_from_db()
     assert edition.status == Edition.Status.PAUSED and edition.requeued == 0
 
-    assert editions.edition_resume(edition=edition)
+    assert steering.edition_resume(edition=edition)
     wait_for(lambda: received(smtp_sink) >= at_click + 60, 30, "sending to carry on")
     edition.refresh_from_db()
-    assert editions.edition_cancel(edition=edition) >= 0
+    assert steering.edition_cancel(edition=edition) >= 0
     at_click = received(smtp_sink)
     wait_for(lambda: none_held(edition), 10, "the batch to skip its rows")
     time.sleep(1.0)
@@ -118,7 +118,7 @@ def test_a_correction_mid_send_reaches_every_reader_not_yet_sent(paced, smtp_sin
     addresses = audience(400, cat, "fix")
     story = breaking(cat)
     paced(rate=100, batch=25)  # four seconds of sending: the correction lands mid-send
-    edition = editions.edition_create_alert(story=story, by=None)
+    edition = dispatch.edition_create_alert(story=story, by=None)
     wait_for(lambda: received(smtp_sink) >= 50, 30, "the first 50 messages")
 
     story.headline = "Corrected: the real numbers"
@@ -147,7 +147,7 @@ def test_a_story_that_cannot_be_sent_stops_the_edition_with_its_reason(paced, sm
     addresses = audience(200, cat, "big")
     story = breaking(cat)
     paced(rate=RATE, batch=25)  # five seconds of sending: the correction lands mid-send
-    edition = editions.edition_create_alert(story=story, by=None)
+    edition = dispatch.edition_create_alert(story=story, by=None)
     wait_for(lambda: received(smtp_sink) >= 25, 30, "the first batch")
 
     body = story.body
@@ -157,7 +157,7 @@ def test_a_story_that_cannot_be_sent_stops_the_edition_with_its_reason(paced, sm
              "the edition to fail")
     wait_for(lambda: none_held(edition), 10, "every batch to give its rows back")
     for _ in range(3):  # reconcile passes: nothing is put back, nothing counted
-        editions.editions_reconcile()
+        reconcile.editions_reconcile()
     edition.refresh_from_db()
     assert edition.status == Edition.Status.FAILED
     assert "KB" in edition.note and "shorten the story" in edition.note
@@ -166,11 +166,11 @@ def test_a_story_that_cannot_be_sent_stops_the_edition_with_its_reason(paced, sm
     time.sleep(0.5)
     assert received(smtp_sink) == stopped_at
 
-    with pytest.raises(editions.EditionError, match="still cannot be sent"):
-        editions.edition_retry_failed(edition=edition)
+    with pytest.raises(steering.EditionError, match="still cannot be sent"):
+        steering.edition_retry_failed(edition=edition)
     story.body = body
     story.save()
-    editions.edition_retry_failed(edition=edition)
+    steering.edition_retry_failed(edition=edition)
     wait_for(lambda: edition_done(edition), 60, "the alert to finish after the fix")
     assert served(smtp_sink, addresses) == ([], 0)
     edition.refresh_from_db()
@@ -182,7 +182,7 @@ def test_unpublishing_the_story_cancels_its_alert(paced, smtp_sink):
     addresses = audience(200, cat, "gone")
     story = breaking(cat)
     paced(rate=RATE, batch=1000)
-    edition = editions.edition_create_alert(story=story, by=None)
+    edition = dispatch.edition_create_alert(story=story, by=None)
     wait_for(lambda: received(smtp_sink) >= 50, 30, "the first 50 messages")
 
     assert story_unpublish(story=story, by=None)  # commits at once: the receiver runs
@@ -207,7 +207,7 @@ def test_story_text_that_looks_like_template_syntax_reaches_readers_verbatim(
     story.dek = "Dek @@unsubscribe_url@@ and {% if %}"
     story.save()
     paced(rate=0, batch=1000)
-    edition = editions.edition_create_alert(story=story, by=None)
+    edition = dispatch.edition_create_alert(story=story, by=None)
     wait_for(lambda: edition_done(edition), 30, "the alert to finish")
     assert served(smtp_sink, addresses) == ([], 0)
     message = message_from_bytes(smtp_sink.handler.to(addresses[0])[0].data,
@@ -231,15 +231,15 @@ def test_a_digest_cancelled_while_sending_loses_no_story_for_the_next(paced, smt
     Story.objects.create(headline="Day one", slug="day-one", category=world, body="Text.",
                          status=Story.Status.PUBLISHED, published_at=due - timedelta(hours=2))
     paced(rate=RATE, batch=1000)
-    [edition] = editions.digests_schedule(now=due + timedelta(minutes=2))
+    [edition] = scheduling.digests_schedule(now=due + timedelta(minutes=2))
     wait_for(lambda: received(smtp_sink) >= 20, 30, "the first digests")
-    editions.edition_cancel(edition=Edition.objects.get(pk=edition.pk))
+    steering.edition_cancel(edition=Edition.objects.get(pk=edition.pk))
     wait_for(lambda: none_held(edition), 10, "the batch to skip its rows")
     assert 0 < received(smtp_sink) < 120
 
     Story.objects.create(headline="Day two", slug="day-two", category=world, body="Text.",
                          status=Story.Status.PUBLISHED, published_at=due + timedelta(hours=20))
-    [next_day] = editions.digests_schedule(now=due + timedelta(days=1, minutes=2))
+    [next_day] = scheduling.digests_schedule(now=due + timedelta(days=1, minutes=2))
     wait_for(lambda: edition_done(next_day), 60, "the next digest")
     for address in readers:
         texts = [message_from_bytes(m.data, policy=policy.default).get_body(("plain",))
@@ -253,7 +253,7 @@ def test_an_alert_skips_readers_who_unfollow_its_category_while_it_sends(paced, 
     cat = Category.objects.create(name="Policy", slug="policy")
     addresses = audience(100, cat, "unf")
     paced(rate=RATE, batch=10)
-    edition = editions.edition_create_alert(story=breaking(cat), by=None)
+    edition = dispatch.edition_create_alert(story=breaking(cat), by=None)
     wait_for(lambda: received(smtp_sink) >= 20, 30, "the first 20 messages")
     leaving = Subscriber.objects.filter(email__in=addresses[-40:])
     Subscriber.categories.through.objects.filter(subscriber__in=leaving).delete()

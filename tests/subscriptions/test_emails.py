@@ -49,7 +49,7 @@ def test_manage_and_goodbye_emails_link_to_the_preferences_page(kind):
 def test_account_mail_message_ids_are_in_the_senders_domain_like_list_mail(settings, kind):
     """Not this machine's host name (Django's default): receivers compare the
     Message-ID's domain with the From domain."""
-    from subscriptions.services.deliveries import _message_id
+    from subscriptions.sending.batches import _message_id
 
     settings.DEFAULT_FROM_EMAIL = "Rédaction <desk@news.example.org>"
     status = {Kind.CONFIRM: "pending", Kind.MANAGE: "active", Kind.GOODBYE: "unsubscribed"}[kind]

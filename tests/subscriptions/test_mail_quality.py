@@ -23,18 +23,23 @@ import pytest
 from django.conf import settings
 
 from newsroom.models import Story
-from subscriptions.edition_content import (
+from subscriptions.emails import Kind, subscriber_email_build
+from subscriptions.mail_look import NIGHT_INK, NIGHT_PAPER, NIGHT_TINT, contrast
+from subscriptions.models import Subscriber
+from subscriptions.sending.content import (
     _HOLES,
     Content,
     alert_content,
     digest_content,
     fill_generic,
 )
-from subscriptions.emails import Kind, subscriber_email_build
-from subscriptions.list_headers import list_headers, list_id, manage_url, unsubscribe_url
-from subscriptions.mail_look import NIGHT_INK, NIGHT_PAPER, NIGHT_TINT, contrast
-from subscriptions.mime import MessageTemplate
-from subscriptions.models import Subscriber
+from subscriptions.sending.mime import (
+    MessageTemplate,
+    list_headers_personal,
+    list_headers_shared,
+    manage_url,
+    unsubscribe_url,
+)
 from tests.subscriptions.factories import category, subscriber
 
 pytestmark = pytest.mark.django_db
@@ -104,21 +109,17 @@ def news(newsroom_settings):
 
 
 def _list_message(content: Content, reader: Subscriber) -> bytes:
-    """A list message as deliveries builds it for one reader."""
-    headers = list_headers(subscriber_id=reader.pk, email=reader.email,
-                           list_key=content.list_key)
+    """A list message as batches builds it for one reader."""
+    unsubscribe = unsubscribe_url(subscriber_id=reader.pk, email=reader.email)
     template = MessageTemplate(
         subject=content.subject, from_email=settings.DEFAULT_FROM_EMAIL, text=content.text,
-        html=content.html, headers={"List-Id": list_id(content.list_key),
-                                    "List-Unsubscribe-Post": headers["List-Unsubscribe-Post"],
-                                    "List-Post": "NO", "Precedence": "bulk"})
+        html=content.html, headers=list_headers_shared(list_key=content.list_key))
     return template.render(
         to=reader.email, message_id=f"<e1.s{reader.pk}@news.example.com>",
         date=formatdate(NOW.timestamp(), usegmt=True),
-        values={"email": reader.email,
-                "unsubscribe_url": unsubscribe_url(subscriber_id=reader.pk, email=reader.email),
+        values={"email": reader.email, "unsubscribe_url": unsubscribe,
                 "manage_url": manage_url(subscriber_id=reader.pk, email=reader.email)},
-        headers={"List-Unsubscribe": headers["List-Unsubscribe"]})
+        headers=list_headers_personal(unsubscribe_url=unsubscribe))
 
 
 def _contents(news) -> dict[str, Content]:

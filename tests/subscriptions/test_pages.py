@@ -760,9 +760,10 @@ def test_unsubscribe_links_outlive_the_60_days_we_promise(csrf_client, active):
 
 
 def test_the_list_unsubscribe_header_url_works(csrf_client, active):
-    from subscriptions.list_headers import list_headers
+    from subscriptions.sending.mime import list_headers_personal, unsubscribe_url
 
-    headers = list_headers(subscriber_id=active.pk, email=active.email, list_key="world")
+    url = unsubscribe_url(subscriber_id=active.pk, email=active.email)
+    headers = list_headers_personal(unsubscribe_url=url)
     header_url = unsubscribe_link(headers["List-Unsubscribe"])
 
     response = csrf_client.post(urlsplit(header_url).path, "List-Unsubscribe=One-Click",

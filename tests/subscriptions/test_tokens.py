@@ -6,7 +6,6 @@ from unittest import mock
 import pytest
 from django.test import override_settings
 
-from subscriptions.list_headers import list_headers
 from subscriptions.tokens import (
     LIFETIME,
     Purpose,
@@ -71,25 +70,3 @@ def test_tokens_survive_a_secret_key_rotation(settings):
     with override_settings(SECRET_KEY="a-brand-new-key-" + "x" * 40, SECRET_KEY_FALLBACKS=[]), \
             pytest.raises(TokenError):
         token_read(token, purpose=Purpose.UNSUBSCRIBE)
-
-
-def test_list_headers_offer_rfc8058_one_click(settings):
-    settings.SITE_URL = "https://news.example.com"
-    headers = list_headers(subscriber_id=5, email="a@example.com", list_key="policy")
-    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    url, mailto = headers["List-Unsubscribe"].split(", ")
-    assert url.startswith("<https://news.example.com/unsubscribe/") and url.endswith("/>")
-    assert mailto == f"<mailto:{settings.NEWSROOM_UNSUBSCRIBE_MAILTO}?subject=unsubscribe>"
-    token = url[1:-2].rsplit("/", 1)[1]
-    assert token_read(token, purpose=Purpose.UNSUBSCRIBE).subscriber_id == 5
-    assert headers["List-Id"] == "Newsroom <policy.lists.news.example.com>"
-    assert all("\r" not in v and "\n" not in v and len(v) < 998 for v in headers.values())
-
-
-def test_the_unsubscribe_mailto_is_configurable_and_can_be_left_out(settings):
-    settings.NEWSROOM_UNSUBSCRIBE_MAILTO = "leave+news@example.org"
-    header = list_headers(subscriber_id=5, email="a@example.com", list_key="p")["List-Unsubscribe"]
-    assert header.endswith(", <mailto:leave+news@example.org?subject=unsubscribe>")
-    settings.NEWSROOM_UNSUBSCRIBE_MAILTO = ""
-    header = list_headers(subscriber_id=5, email="a@example.com", list_key="p")["List-Unsubscribe"]
-    assert "mailto:" not in header and header.startswith("<http") and "," not in header

@@ -147,7 +147,7 @@ def test_the_system_check_names_what_the_configured_esp_lacks(settings):
 
     settings.ANYMAIL = {"WEBHOOK_SECRET": "a:b", "MAILGUN_WEBHOOK_SIGNING_KEY": "k"}
     assert not [m for m in run_checks() if m.id == "newsroom.W001"]
-    settings.EMAIL_BACKEND = "newsroom.mail.OutboxBackend"
+    settings.EMAIL_BACKEND = "subscriptions.sending.transports.outbox.OutboxBackend"
     settings.ANYMAIL = {}
     assert not [m for m in run_checks() if m.id == "newsroom.W001"]
 

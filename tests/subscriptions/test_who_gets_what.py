@@ -17,9 +17,10 @@ import pytest
 from django.core.cache import cache
 
 from newsroom.models import Story
+from subscriptions import selectors
 from subscriptions.models import Delivery, Edition, Subscriber
-from subscriptions.services import deliveries, editions
-from subscriptions.services.editions import digests_schedule, due_instant
+from subscriptions.sending import batches, dispatch, enqueue, scheduling, steering
+from subscriptions.sending.scheduling import digests_schedule, due_instant
 from subscriptions.services.subscribers import (
     RequestInfo,
     subscriber_resubscribe,
@@ -34,19 +35,19 @@ DUE = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
 
 @pytest.fixture
 def no_enqueue(monkeypatch):
-    monkeypatch.setattr(editions, "_enqueue_dispatch", lambda edition, **kwargs: None)
-    monkeypatch.setattr(editions, "enqueue_batches", lambda edition, **kwargs: 0)
+    monkeypatch.setattr(enqueue, "enqueue_dispatch", lambda edition, **kwargs: None)
+    monkeypatch.setattr(enqueue, "enqueue_batches", lambda edition, **kwargs: 0)
 
 
 def send_all(edition: Edition) -> Edition:
-    for first, last in editions.batch_ranges(edition):
-        deliveries.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
+    for first, last in enqueue.batch_ranges(edition):
+        batches.deliveries_send(edition_id=edition.pk, first_id=first, last_id=last)
     edition.refresh_from_db()
     return edition
 
 
 def run(edition: Edition) -> Edition:
-    editions.edition_dispatch(edition_id=edition.pk)
+    dispatch.edition_dispatch(edition_id=edition.pk)
     edition.refresh_from_db()
     return send_all(edition)
 
@@ -68,8 +69,8 @@ def test_cancelling_a_digest_after_dispatch_loses_none_of_its_stories(smtp, no_e
     reader = subscriber("r@example.com", categories=[world], digest_hour=7)
     publish(world, "First day story", DUE - timedelta(hours=3))
     [edition] = digests_schedule(now=DUE + timedelta(minutes=1))
-    editions.edition_dispatch(edition_id=edition.pk)
-    editions.edition_cancel(edition=Edition.objects.get(pk=edition.pk))
+    dispatch.edition_dispatch(edition_id=edition.pk)
+    steering.edition_cancel(edition=Edition.objects.get(pk=edition.pk))
     reader.refresh_from_db()
     assert reader.last_digest_due_at == DUE - timedelta(days=1)  # its start, not its end
 
@@ -86,7 +87,7 @@ def test_a_reader_unsubscribed_mid_edition_and_back_starts_afresh(smtp, no_enque
                         last_digest_due_at=DUE - timedelta(days=1))
     publish(world, "Before they left", DUE - timedelta(hours=3))
     [edition] = digests_schedule(now=DUE + timedelta(minutes=1))
-    editions.edition_dispatch(edition_id=edition.pk)
+    dispatch.edition_dispatch(edition_id=edition.pk)
     info = RequestInfo()
     subscriber_unsubscribe(subscriber=reader, info=info, method="test", send_goodbye=False)
     send_all(Edition.objects.get(pk=edition.pk))
@@ -134,17 +135,17 @@ def test_a_digest_due_in_a_skipped_hour_is_never_due_in_the_future(tz, hour, now
 
 def test_a_digest_made_early_by_a_fast_clock_waits_for_its_due_moment(monkeypatch):
     calls = []
-    monkeypatch.setattr(editions, "_enqueue_dispatch",
+    monkeypatch.setattr(enqueue, "enqueue_dispatch",
                         lambda edition, **kwargs: calls.append(kwargs))
     world = category("world", name="World")
     subscriber("r@example.com", categories=[world], digest_hour=7)
-    real_now = editions.db_now()
+    real_now = selectors.db_now()
     edition = Edition.objects.create(
         key="digest:daily:future", kind=Edition.Kind.DIGEST, frequency="daily",
         scheduled_at=real_now + timedelta(minutes=10), window_end=real_now + timedelta(minutes=10),
         audience={"frequency": "daily", "slots": [["UTC", 7]]},
     )
-    assert editions.edition_dispatch(edition_id=edition.pk) == 0
+    assert dispatch.edition_dispatch(edition_id=edition.pk) == 0
     edition.refresh_from_db()
     assert edition.status == Edition.Status.PLANNED and not edition.deliveries.exists()
     assert 590 < calls[0]["countdown"] <= 602
@@ -176,8 +177,8 @@ def test_an_alert_skips_a_reader_who_unfollowed_its_category_after_dispatch(smtp
     story = Story.objects.create(
         headline="Vote", slug="vote", category=policy_cat, body="Text.", breaking=True,
         status=Story.Status.PUBLISHED, published_at=datetime.now(UTC) - timedelta(minutes=1))
-    edition = editions.edition_create_alert(story=story, by=None)
-    editions.edition_dispatch(edition_id=edition.pk)
+    edition = dispatch.edition_create_alert(story=story, by=None)
+    dispatch.edition_dispatch(edition_id=edition.pk)
     leaves.categories.clear()
     send_all(Edition.objects.get(pk=edition.pk))
     assert [m.rcpt_to for m in smtp.handler.messages] == [stays.email]
@@ -189,7 +190,7 @@ def test_a_schedule_down_past_the_lateness_catches_up_loudly(smtp, no_enqueue, c
     reader = subscriber("r@example.com", categories=[world], digest_hour=7)
     publish(world, "While beat was down", DUE - timedelta(hours=2))
     digests_schedule(now=DUE - timedelta(minutes=2))  # its last run before it stopped
-    with caplog.at_level(logging.WARNING, logger="subscriptions.services.editions"):
+    with caplog.at_level(logging.WARNING, logger="subscriptions.sending"):
         [edition] = digests_schedule(now=DUE + timedelta(hours=7))
     assert edition.window_end == DUE and edition.note.startswith("caught up")
     assert any("caught up" in r.getMessage() and r.levelno == logging.WARNING
@@ -203,7 +204,7 @@ def test_a_late_slot_the_schedule_saw_in_time_is_not_caught_up(no_enqueue):
     world = category("world", name="World")
     subscriber("r@example.com", categories=[world], digest_hour=7)
     publish(world, "News", DUE - timedelta(hours=2))
-    cache.set(editions._SCHEDULE_RUN_KEY, (DUE + timedelta(hours=6, minutes=55)).isoformat())
+    cache.set(scheduling._SCHEDULE_RUN_KEY, (DUE + timedelta(hours=6, minutes=55)).isoformat())
     # A slot past the lateness that earlier runs saw come and go: left to the next digest.
     assert digests_schedule(now=DUE + timedelta(hours=7)) == []
 
@@ -313,18 +314,18 @@ def test_a_cancelled_alert_can_be_sent_again_to_the_readers_it_did_not_reach(
     story = Story.objects.create(
         headline="Vote", slug="vote", category=policy_cat, body="Text.", breaking=True,
         status=Story.Status.PUBLISHED, published_at=datetime.now(UTC) - timedelta(minutes=1))
-    first = editions.edition_create_alert(story=story, by=None)
-    editions.edition_dispatch(edition_id=first.pk)
+    first = dispatch.edition_create_alert(story=story, by=None)
+    dispatch.edition_dispatch(edition_id=first.pk)
     Delivery.objects.filter(edition=first, subscriber=got_it).update(status="sent")
-    editions.edition_cancel(edition=Edition.objects.get(pk=first.pk))
+    steering.edition_cancel(edition=Edition.objects.get(pk=first.pk))
 
-    again = editions.edition_create_alert(story=story, by=None)
+    again = dispatch.edition_create_alert(story=story, by=None)
     assert again.key == f"alert:story:{story.pk}:2"
-    with pytest.raises(editions.AlertAlreadySent):
-        editions.edition_create_alert(story=story, by=None)
+    with pytest.raises(dispatch.AlertAlreadySent):
+        dispatch.edition_create_alert(story=story, by=None)
     run(again)
     assert [m.rcpt_to for m in smtp.handler.messages] == [waiting.email]
-    assert editions.alert_audience(category_id=policy_cat.pk,
+    assert selectors.alert_audience(category_id=policy_cat.pk,
                                    not_reached_for=story.pk).count() == 0
 
 
@@ -334,10 +335,10 @@ def test_an_expired_alert_with_nothing_sent_can_be_sent_again(smtp, no_enqueue, 
     story = Story.objects.create(
         headline="Vote", slug="vote", category=policy_cat, body="Text.", breaking=True,
         status=Story.Status.PUBLISHED, published_at=datetime.now(UTC) - timedelta(minutes=1))
-    first = editions.edition_create_alert(story=story, by=None)
+    first = dispatch.edition_create_alert(story=story, by=None)
     Edition.objects.filter(pk=first.pk).update(
         scheduled_at=datetime.now(UTC) - timedelta(seconds=settings.NEWSROOM_ALERT_STALE_AFTER + 1))
-    editions.edition_dispatch(edition_id=first.pk)
+    dispatch.edition_dispatch(edition_id=first.pk)
     assert Edition.objects.get(pk=first.pk).status == Edition.Status.EXPIRED
-    run(editions.edition_create_alert(story=story, by=None))
+    run(dispatch.edition_create_alert(story=story, by=None))
     assert [m.rcpt_to for m in smtp.handler.messages] == [reader.email]

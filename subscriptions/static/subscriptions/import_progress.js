@@ -2,7 +2,7 @@
  *
  * Progressive enhancement, like edition_live.js: the page is complete without
  * this (a <noscript> meta refresh). While the preview or the import runs, this
- * polls the status JSON (admin_import.status_view), swaps the progress bar, and
+ * polls the status JSON (subscriptions.admin.imports.status_view), swaps the progress bar, and
  * reloads the page once the state changes, so the preview, its confirm button
  * or the report appear. Errors back off; nothing here changes the import.
  */

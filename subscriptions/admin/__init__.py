@@ -1,0 +1,11 @@
+"""The subscriptions app's admin, one module per subject.
+
+Importing the modules registers their admins: subscribers (look-up, export,
+erase), editions and deliveries (the ledger, steering, preview, test send) and
+alerts (the story admin's "send breaking alert", which replaces editorial's
+story admin so that editorial knows nothing of sending).
+"""
+
+from subscriptions.admin import alerts, editions, subscribers
+
+__all__ = ["alerts", "editions", "subscribers"]
