@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from newsroom.models import Category
 from subscriptions.addresses import MAX_LENGTH as EMAIL_MAX_LENGTH
@@ -77,6 +78,7 @@ class Subscriber(models.Model):
         permissions = [
             ("export_subscriber", "Can export subscriber data"),
             ("erase_subscriber", "Can erase a subscriber"),
+            ("import_subscriber", "Can import subscriber lists"),
         ]
 
     def __str__(self) -> str:
@@ -113,9 +115,11 @@ class ConsentRecord(models.Model):
     )
     action = models.CharField(max_length=12, choices=Action.choices)
     method = models.CharField(
-        max_length=40, help_text="How: form, email-link, one-click, esp-webhook, admin…"
+        max_length=40,
+        help_text="How: form, email-link, one-click, esp-webhook, admin, import…",
     )
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set on insert; an imported record carries the time consent was given at the source.
+    at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=TEXT_LIMIT, blank=True)
     page = models.CharField(max_length=TEXT_LIMIT, blank=True, help_text="The page it came from.")

@@ -11,6 +11,7 @@ from celery.contrib.django.task import DjangoTask
 from django.db import InterfaceError, OperationalError
 
 from subscriptions import emails
+from subscriptions.importing.tasks import subscribers_import_run  # noqa: F401 (for the worker)
 from subscriptions.sending import batches, dispatch, reconcile, retention, scheduling
 from subscriptions.services import tracking
 

@@ -38,6 +38,7 @@ from django.utils import timezone
 from newsroom.admin_mixins import ReadOnlyAdminMixin, admin_user
 from newsroom.models import Category
 from subscriptions.addresses import search_term
+from subscriptions.admin.imports import import_urls
 from subscriptions.models import ConsentRecord, Subscriber, TrackingEvent
 from subscriptions.selectors import categories_with_active_counts
 from subscriptions.services.privacy import subscriber_erase, subscriber_export
@@ -189,6 +190,7 @@ class SubscriberAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                  name="subscriptions_subscriber_export_json"),
             path("<path:object_id>/erase/", view(self.erase_view),
                  name="subscriptions_subscriber_erase"),
+            *import_urls(self),
             *super().get_urls(),
         ]
 
