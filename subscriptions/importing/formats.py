@@ -43,6 +43,7 @@ reader by name, and data it does not hold cannot leak. Exports leave them empty.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
@@ -164,8 +165,8 @@ class _Header:
         for name in names:
             i = self.index.get(name.lower())
             if i is not None:
-                return lambda row, i=i: row[i].strip() if i < len(row) else ""
-        return lambda row: ""
+                return functools.partial(_cell, i)
+        return _no_cell
 
 
 def _rows(text: IO[str], label: str) -> Iterator[tuple[str, _Header, list[str]]]:
@@ -505,3 +506,11 @@ WRITERS: dict[str, Callable[[Iterable[ExportRow], Path], int]] = {
     "mailchimp": write_mailchimp, "listmonk": write_listmonk, "ghost": write_ghost,
     "substack": write_substack, "csv": write_csv,
 }
+
+
+def _cell(i: int, row: list[str]) -> str:
+    return row[i].strip() if i < len(row) else ""
+
+
+def _no_cell(row: list[str]) -> str:
+    return ""
