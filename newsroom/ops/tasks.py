@@ -11,7 +11,7 @@ from newsroom.ops import broker, samples, workers
 
 
 @shared_task(name="newsroom.ops_sample")
-def ops_sample() -> dict[str, int]:
+def ops_sample() -> dict[str, int | None]:
     """Ask the workers, then record queue depths and send counters.
 
     Beat sends it with an expiry of one interval: a sample that waited longer
