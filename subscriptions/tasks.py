@@ -8,6 +8,7 @@ from anymail.exceptions import AnymailAPIError
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from newsroom.celery import request_queue
 from subscriptions import emails
 from subscriptions.sending import retention
 from subscriptions.services import deliveries, editions, tracking
@@ -56,8 +57,8 @@ def deliveries_send(self, edition_id: int, first_id: int, last_id: int) -> dict:
     report = deliveries.deliveries_send(edition_id=edition_id, first_id=first_id, last_id=last_id)
     if report.retry:  # transient transport errors: the same range again, later
         countdown = min(600, 5 * 2 ** min(self.request.retries, 7))
-        queue = (self.request.delivery_info or {}).get("routing_key")
-        raise self.retry(countdown=countdown, queue=queue, max_retries=None)
+        raise self.retry(countdown=countdown, queue=request_queue(self.request),
+                         max_retries=None)
     return {"sent": report.sent, "failed": report.failed, "skipped": report.skipped}
 
 
