@@ -1,7 +1,7 @@
 """The Operations page: queues, workers, running editions and recent failures.
 
 It is for the person on call, so it must answer fast and keep answering when
-something is wrong. It reads only what is cheap: one Redis pipeline for the
+something is wrong. It reads only what is cheap: one broker round trip for the
 queues, the workers' snapshot and the sample history from the cache (written by
 the `ops_sample` task; asking workers live would take a second), the edition
 rows' own counters, and the newest failed deliveries through an index. It
