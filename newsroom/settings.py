@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.functional import SimpleLazyObject
+from kombu import Exchange, Queue
 
 from newsroom import embedded_redis
 from newsroom.private_files import local_secret_key
@@ -197,7 +198,7 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Redis: Celery broker and Django cache ------------------------------------
+# --- Redis: Django cache, rate limits, counters (and the default Celery broker) ---
 
 REDIS_EMBEDDED = "REDIS_URL" not in env.ENVIRON
 REDIS_URL = env.str("REDIS_URL", default=embedded_redis.url(DATA_DIR))
@@ -234,7 +235,24 @@ CACHES = {
     }
 }
 
-CELERY_BROKER_URL = embedded_redis.kombu_url(REDIS_URL)
+# --- Celery broker: Redis (default) or RabbitMQ --------------------------------------
+
+# Default: REDIS_URL's server. amqp://user:password@host:5672/vhost for RabbitMQ,
+# which replicates queues (quorum queues) and confirms every publish; Redis stays
+# the cache and the store of rate limits and counters either way. A URL that is
+# neither stops the start-up here: no process may quietly use another broker.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=embedded_redis.kombu_url(REDIS_URL))
+_BROKER_SCHEMES = {"redis": "redis", "rediss": "redis", "redis+socket": "redis",
+                   "amqp": "rabbitmq", "amqps": "rabbitmq", "pyamqp": "rabbitmq"}
+_broker_urls = [urlsplit(url.strip()) for url in CELERY_BROKER_URL.split(";")]  # kombu failover
+_broker_kinds = {_BROKER_SCHEMES.get(url.scheme) for url in _broker_urls}
+if None in _broker_kinds or len(_broker_kinds) != 1 or not all(
+        url.hostname or url.scheme == "redis+socket" for url in _broker_urls):
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_URL must be redis://host:6379/0 or amqp://user:password@host:5672/vhost "
+        f"(several of one kind separated by ';'), not {CELERY_BROKER_URL.split('@')[-1]!r}")
+# "redis" or "rabbitmq": which of the two broker sections below applies.
+BROKER_KIND: str = _broker_kinds.pop() or "redis"  # never None: refused above
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
@@ -247,10 +265,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=600)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - min(30, CELERY_TASK_TIME_LIMIT // 5)
-# Unacknowledged messages come back after this; keep it well above any task.
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
-}
+# RabbitMQ: every publish waits for the broker's confirm, so a batch message the
+# broker did not take raises in the publisher instead of vanishing; unacknowledged
+# messages come back as soon as the worker's connection closes. Redis: they come
+# back after the visibility timeout; keep it well above any task.
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = (
+    {"confirm_publish": True} if BROKER_KIND == "rabbitmq"
+    else {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)})
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
@@ -367,6 +388,21 @@ NEWSROOM_CLAIM_TIMEOUT = env.int("NEWSROOM_CLAIM_TIMEOUT", default=CELERY_TASK_T
 # Queue names, so alerts can have workers of their own.
 NEWSROOM_ALERTS_QUEUE = env.str("NEWSROOM_ALERTS_QUEUE", default="alerts")
 NEWSROOM_DIGESTS_QUEUE = env.str("NEWSROOM_DIGESTS_QUEUE", default="digests")
+# Every queue work is routed to.
+_ROUTED_QUEUES = sorted({CELERY_TASK_DEFAULT_QUEUE, NEWSROOM_ALERTS_QUEUE, NEWSROOM_DIGESTS_QUEUE,
+                         *(route["queue"] for route in CELERY_TASK_ROUTES.values())})
+# RabbitMQ: each of them a quorum queue (replicated on a cluster, kept on disk), on a
+# topic exchange of its own so that countdowns (retries, early dispatches) wait in
+# Celery's native delayed-delivery queues on the broker, not unacknowledged in a
+# worker. worker_detect_quorum_queues turns global QoS off (quorum queues refuse it).
+# RabbitMQ's consumer_timeout (default 30 min) must stay above CELERY_TASK_TIME_LIMIT:
+# a message unacknowledged longer gets its channel closed and is delivered again.
+CELERY_TASK_QUEUES = [
+    Queue(name, Exchange(name, type="topic"), routing_key=name,
+          queue_arguments={"x-queue-type": "quorum"})
+    for name in _ROUTED_QUEUES
+] if BROKER_KIND == "rabbitmq" else None
+CELERY_WORKER_DETECT_QUORUM_QUEUES = True
 # Transient failures a delivery may have before it counts as failed.
 NEWSROOM_DELIVERY_MAX_ATTEMPTS = env.int("NEWSROOM_DELIVERY_MAX_ATTEMPTS", default=8)
 # Messages per second across all workers, per transport; 0 for no limit.
@@ -392,9 +428,7 @@ CELERY_BEAT_SCHEDULE.update({
         # One that waited several rounds says nothing the next one won't: drop it unrun.
         "options": {"queue": queue, "expires": 5 * NEWSROOM_CANARY_INTERVAL},
     }
-    for queue in sorted({CELERY_TASK_DEFAULT_QUEUE, NEWSROOM_ALERTS_QUEUE,
-                         NEWSROOM_DIGESTS_QUEUE,
-                         *(route["queue"] for route in CELERY_TASK_ROUTES.values())})
+    for queue in _ROUTED_QUEUES
 })
 # Probes reach the app over plain http (load balancer, kubelet): a redirect to
 # https would count as a pass without running the checks.

@@ -10,6 +10,7 @@ from celery import shared_task
 from celery.contrib.django.task import DjangoTask
 from django.db import InterfaceError, OperationalError
 
+from newsroom.celery import request_queue
 from subscriptions import emails
 from subscriptions.importing.tasks import subscribers_import_run  # noqa: F401 (for the worker)
 from subscriptions.sending import batches, dispatch, reconcile, retention, scheduling
@@ -60,8 +61,8 @@ def deliveries_send(self, edition_id: int, first_id: int, last_id: int) -> dict:
     report = batches.deliveries_send(edition_id=edition_id, first_id=first_id, last_id=last_id)
     if report.retry:  # transient transport errors: the same range again, later
         countdown = min(600, 5 * 2 ** min(self.request.retries, 7))
-        queue = (self.request.delivery_info or {}).get("routing_key")
-        raise self.retry(countdown=countdown, queue=queue, max_retries=None)
+        raise self.retry(countdown=countdown, queue=request_queue(self.request),
+                         max_retries=None)
     return {"sent": report.sent, "failed": report.failed, "skipped": report.skipped}
 
 

@@ -17,10 +17,11 @@ def free_port() -> int:
 def process_env(*, keep_servers: bool = False, **overrides: str) -> dict[str, str]:
     """The environment minus the project's own variables, plus `overrides`.
 
-    With `keep_servers`, DATABASE_URL and REDIS_URL stay, so a process started
-    by a CI run against PostgreSQL and a real Redis reaches the same servers.
+    With `keep_servers`, DATABASE_URL, REDIS_URL and CELERY_BROKER_URL stay, so a
+    process started by a CI run against PostgreSQL, a real Redis or RabbitMQ reaches
+    the same servers.
     """
-    keep = {"DATABASE_URL", "REDIS_URL"} if keep_servers else set()
+    keep = {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"} if keep_servers else set()
     env = {k: v for k, v in os.environ.items() if k in keep or not k.startswith(ENV_PREFIXES)}
     env.update(overrides)
     return env

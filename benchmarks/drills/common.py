@@ -11,6 +11,7 @@ run that died before recording them, at most one batch per killed worker process
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from benchmarks import harness as h
+from benchmarks.drills.rabbitmq import PrivateRabbitMQ, SharedVhost
 from benchmarks.harness import say
 
 # Short timeouts so a drill recovers in seconds, not the production minutes.
@@ -42,6 +44,10 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--sink-delay", type=float,
                    help="seconds the SMTP sink takes per message (default 0; 2 ms for "
                         "small runs, so a fault lands mid-edition)")
+    p.add_argument("--broker", choices=["redis", "rabbitmq"], default="redis",
+                   help="Celery broker: the drill's own Redis (default), or RabbitMQ: a vhost "
+                        "of the drill's own on this machine's (127.0.0.1:5672), or a private "
+                        "node for the drill that restarts the broker. Redis stays the cache.")
     p.add_argument("--pg-name", default="newsroom_drill")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--timeout", type=float, default=900)
@@ -51,9 +57,11 @@ def parser(description: str) -> argparse.ArgumentParser:
 class Drill:
     def __init__(self, name: str, args: argparse.Namespace, *, transport: str = "smtp",
                  private_pg: bool = False, listen: str = "127.0.0.1",
-                 trust_net: str | None = None) -> None:
+                 trust_net: str | None = None, private_rabbitmq: bool = False) -> None:
         """`listen` and `trust_net`: where Redis, the private PostgreSQL and the SMTP
-        sink listen, and which network PostgreSQL trusts (the fleet drill's hosts)."""
+        sink listen, and which network PostgreSQL trusts (the fleet drill's hosts).
+        `private_rabbitmq`: with --broker rabbitmq, a node of the drill's own (one it
+        may restart) rather than a vhost on the machine's RabbitMQ."""
         self.name, self.args, self.transport = name, args, transport
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"drill-{name}-", dir="/tmp"))
         self.logs = self.data_dir / "logs"
@@ -81,12 +89,29 @@ class Drill:
         if not args.keep:
             self.cleanup.append(self.database.drop)
         self.settings = {**DRILL_SETTINGS, "NEWSROOM_BATCH_SIZE": str(self.batch_size)}
+        self.rabbitmq: PrivateRabbitMQ | None = None
+        self.broker_url = self.redis.url
+        if args.broker == "rabbitmq":
+            if listen != "127.0.0.1":
+                raise SystemExit("--broker rabbitmq: only for drills on this host")
+            if private_rabbitmq:
+                self.rabbitmq = PrivateRabbitMQ(self.data_dir / "rabbitmq").start()
+                self.cleanup.append(self.rabbitmq.stop)
+                self.broker_url = self.rabbitmq.url
+            else:
+                vhost = SharedVhost(f"drill-{name}-{os.getpid()}")
+                self.cleanup.append(vhost.delete)
+                self.broker_url = vhost.url
+            self.settings["CELERY_BROKER_URL"] = self.broker_url
         self.env = h.Environment(self.data_dir, self.database, self.redis, extra=self.settings)
 
     def setup(self) -> None:
         args = self.args
+        broker = ("" if args.broker == "redis" else
+                  f", broker RabbitMQ {self.broker_url.split('@')[-1]}"
+                  + (f" (node {self.rabbitmq.node} of our own)" if self.rabbitmq else ""))
         say(f"drill {self.name}: {args.subscribers:,} subscribers, {self.database.kind}, "
-            f"redis {self.redis.url} (no persistence), data {self.data_dir}")
+            f"redis {self.redis.url} (no persistence){broker}, data {self.data_dir}")
         say("drill settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items())
             + "; reconcile run by the driver every 1 s (beat: every 60 s)")
         self.env.migrate()

@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/drills/run_all.py                       # all, 100,000 each
     .venv/bin/python benchmarks/drills/run_all.py --subscribers 3000 \
-        --only worker_kill redis_restart                               # the CI version
+        --only worker_kill broker_restart                              # the CI version
 
 Arguments other than --only are passed to every drill (the PostgreSQL drill
 always uses PostgreSQL: a private cluster unless --shared-cluster).
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DRILLS = ["worker_kill", "redis_restart", "esp_faults", "pg_restart"]
+DRILLS = ["worker_kill", "broker_restart", "esp_faults", "pg_restart"]
 
 
 def main() -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from celery import Task, shared_task
 from django.conf import settings
 
+from newsroom.celery import request_queue
 from newsroom.ops.health import redis_client
 
 COMPLETED_KEY = "newsroom:canary:completed"  # hash: queue -> unix time it completed
@@ -63,7 +64,7 @@ def canary_states() -> dict[str, CanaryState]:
 def canary(self: Task) -> None:
     """Record the queue this message was consumed from (its routing key), not an
     argument: a canary published to the wrong queue must not vouch for this one."""
-    queue = (self.request.delivery_info or {}).get("routing_key")
+    queue = request_queue(self.request)
     if not queue:  # run eagerly or directly: no queue to vouch for
         return
     canary_record(queue=queue, published_at=getattr(self.request, "published_at", None))

@@ -27,6 +27,8 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from newsroom.ops import broker
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,13 +38,6 @@ class Check:
     ok: bool
     seconds: float
     error: str = ""
-
-
-def redis_url(broker_url: str) -> str:
-    """The redis-py spelling of a kombu broker URL (`redis+socket://` is `unix://`)."""
-    if broker_url.startswith("redis+socket://"):
-        return "unix://" + broker_url.removeprefix("redis+socket://")
-    return broker_url
 
 
 @cache
@@ -101,18 +96,9 @@ def database_check(timeout: int | None = None) -> Check:
 
 
 def broker_check(timeout: int | None = None) -> Check:
-    """PING the Celery broker (Redis) at CELERY_BROKER_URL."""
+    """Reach the Celery broker at CELERY_BROKER_URL (Redis: PING; RabbitMQ: connect)."""
     timeout = timeout or settings.NEWSROOM_HEALTH_TIMEOUT
-
-    def probe() -> None:
-        client = redis.Redis.from_url(redis_url(settings.CELERY_BROKER_URL),
-                                      socket_connect_timeout=timeout, socket_timeout=timeout)
-        try:
-            client.ping()
-        finally:
-            client.close()
-
-    return _timed("broker", probe)
+    return _timed("broker", lambda: broker.broker_ping(timeout))
 
 
 def metrics_token_valid(request: HttpRequest) -> bool:

@@ -34,7 +34,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 
 from newsroom.ops import broker, canary
-from newsroom.ops.health import metrics_token_valid, redis_client, redis_url
+from newsroom.ops.health import metrics_token_valid
 from subscriptions.models import Edition, TrackingEvent
 from subscriptions.reconcile_counters import RECONCILE_ACTIONS, reconcile_totals
 from subscriptions.selectors import editions_stalled
@@ -82,25 +82,34 @@ class NewsroomCollector:
 
     def _queues(self) -> list[Metric]:
         # Fail fast: kombu would retry a dead broker for seconds before giving up.
-        redis_client(redis_url(settings.CELERY_BROKER_URL), REDIS_TIMEOUT).ping()
+        broker.broker_ping(REDIS_TIMEOUT)
         depth = GaugeMetricFamily("newsroom_queue_depth",
                                   "Messages waiting in the queue.", labels=["queue"])
         age = GaugeMetricFamily(
             "newsroom_queue_oldest_age_seconds",
             "Age of the oldest waiting message (0 when the queue is empty).", labels=["queue"],
         )
+        consumers = GaugeMetricFamily(
+            "newsroom_queue_consumers",
+            "Consumers subscribed to the queue (RabbitMQ only; 0: nobody drains it).",
+            labels=["queue"],
+        )
         for stats in broker.queue_stats():
             depth.add_metric([stats.name], stats.depth)
             if stats.depth == 0:
                 age.add_metric([stats.name], 0)
-            elif stats.oldest_age is not None:  # left out when the message has no stamp
+            elif stats.oldest_age is not None:  # left out when unstamped or unknown (RabbitMQ)
                 age.add_metric([stats.name], stats.oldest_age)
+            if stats.consumers is not None:
+                consumers.add_metric([stats.name], stats.consumers)
         unacked = GaugeMetricFamily(
             "newsroom_queue_unacked",
-            "Messages taken by workers and not yet acknowledged (in progress).",
-            value=broker.unacked_count(),
+            "Messages taken by workers and not yet acknowledged (in progress; Redis only).",
+            labels=[],
         )
-        return [depth, age, unacked]
+        if (in_progress := broker.unacked_count()) is not None:  # RabbitMQ: unknown, left out
+            unacked.add_metric([], in_progress)
+        return [depth, age, consumers, unacked]
 
     def _canary(self) -> list[Metric]:
         states = canary.canary_states()

@@ -45,7 +45,7 @@ RUNNING = (Edition.Status.PLANNED, Edition.Status.SENDING, Edition.Status.PAUSED
 class Sample:
     at: float  # unix time
     depth: dict[str, int]  # messages waiting, per queue
-    unacked: int  # messages taken by workers, not yet acknowledged
+    unacked: int | None  # messages taken by workers, not yet acknowledged (None: unknown)
     sent: int  # Edition.sent summed over every edition: it only grows
     editions: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> (sent, done)
 
@@ -60,7 +60,8 @@ class Sample:
         data: dict[str, Any] = json.loads(raw)
         return cls(
             at=float(data["at"]), depth={k: int(v) for k, v in data["depth"].items()},
-            unacked=int(data["unacked"]), sent=int(data["sent"]),
+            unacked=None if data["unacked"] is None else int(data["unacked"]),
+            sent=int(data["sent"]),
             editions={int(pk): (int(c[0]), int(c[1])) for pk, c in data["editions"].items()},
         )
 

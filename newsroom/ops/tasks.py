@@ -15,7 +15,7 @@ __all__ = ["canary", "ops_sample"]
 
 
 @shared_task(name="newsroom.ops_sample")
-def ops_sample() -> dict[str, int]:
+def ops_sample() -> dict[str, int | None]:
     """Ask the workers, then record queue depths and send counters.
 
     Beat sends it with an expiry of one interval: a sample that waited longer

@@ -1,7 +1,7 @@
 """The Operations page: queues, workers, running editions and recent failures.
 
 It is for the person on call, so it must answer fast and keep answering when
-something is wrong. It reads only what is cheap: one Redis pipeline for the
+something is wrong. It reads only what is cheap: one broker round trip for the
 queues, the workers' snapshot and the sample history from the cache (written by
 the `ops_sample` task; asking workers live would take a second), the edition
 rows' own counters, and the newest failed deliveries through an index. It
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from amqp.exceptions import AMQPError
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -53,14 +54,14 @@ REFRESH_SECONDS = 15
 EDITIONS_SHOWN = 50
 FAILURES_SHOWN = 20
 RATE_OVER = 300  # seconds of samples behind the "rate now" of an edition
-UNAVAILABLE = (RedisError, BrokerError, OSError)
+UNAVAILABLE = (RedisError, BrokerError, AMQPError, OSError)
 
 
 @dataclass(frozen=True)
 class QueueRow:
     name: str
     depth: int
-    oldest: str  # age of the oldest waiting message, or "" when empty or unknown
+    oldest: str  # age of the oldest waiting message, "unknown", or "" when empty
     chart: SafeString
 
 
@@ -110,7 +111,8 @@ def _queues(names: list[str], history: list[samples.Sample]
     rows = [
         QueueRow(
             name=stat.name, depth=stat.depth,
-            oldest=duration_text(stat.oldest_age) if stat.oldest_age is not None else "",
+            oldest=(duration_text(stat.oldest_age) if stat.oldest_age is not None
+                    else "unknown" if stat.depth else ""),
             chart=charts.line_chart(samples.depth_series(history, stat.name),
                                     title=f"Messages waiting in {stat.name}, last hour",
                                     unit="messages", ident=f"depth-{stat.name}"),

@@ -3,6 +3,7 @@ names the dependency that is down only to a caller with the metrics token."""
 
 import pytest
 
+from newsroom import embedded_redis
 from newsroom.ops import health
 from tests.settings_helpers import free_port
 
@@ -78,7 +79,7 @@ def test_readyz_tells_anyone_else_pass_or_fail_only(client, settings, token, hea
     assert failing.json() == {"status": "unavailable"}
     assert str(port).encode() not in failing.content
 
-    settings.CELERY_BROKER_URL = health.redis_url(settings.CACHES["default"]["LOCATION"])
+    settings.CELERY_BROKER_URL = embedded_redis.kombu_url(settings.REDIS_URL)
     assert client.get("/readyz", **headers).json() == {"status": "ok"}
 
 

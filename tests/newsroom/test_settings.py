@@ -124,6 +124,51 @@ def test_bad_redis_url_is_refused(load):
         load(DJANGO_SECRET_KEY=SECRET, REDIS_URL="cache.internal:6379")
 
 
+def test_a_rabbitmq_broker_gets_quorum_queues_and_publisher_confirms(load):
+    """Redis keeps the cache; every routed queue is a quorum queue on a topic exchange
+    (countdowns then wait on the broker), and acks stay late."""
+    conf = load(DJANGO_SECRET_KEY=SECRET, REDIS_URL="redis://cache.internal:6380/2",
+                CELERY_BROKER_URL="amqp://news:pw@mq.internal:5672/newsroom",
+                NEWSROOM_ALERTS_QUEUE="alerts-eu")
+    assert conf["BROKER_KIND"] == "rabbitmq"
+    assert conf["CACHES"]["default"]["LOCATION"] == "redis://cache.internal:6380/2"
+    assert conf["CELERY_BROKER_TRANSPORT_OPTIONS"] == {"confirm_publish": True}
+    queues = {queue.name: queue for queue in conf["CELERY_TASK_QUEUES"]}
+    assert sorted(queues) == ["alerts-eu", "default", "digests", "priority"]
+    for name, queue in queues.items():
+        assert queue.queue_arguments == {"x-queue-type": "quorum"}
+        assert (queue.exchange.name, queue.exchange.type, queue.routing_key) == (
+            name, "topic", name)
+    assert sorted(key.removeprefix("canary-") for key in conf["CELERY_BEAT_SCHEDULE"]
+                  if key.startswith("canary-")) == sorted(queues)
+    assert conf["CELERY_WORKER_DETECT_QUORUM_QUEUES"] is True
+    assert conf["CELERY_TASK_ACKS_LATE"] and conf["CELERY_TASK_REJECT_ON_WORKER_LOST"]
+
+    redis_broker = load(DJANGO_SECRET_KEY=SECRET, REDIS_URL="redis://cache.internal:6380/2")
+    assert redis_broker["BROKER_KIND"] == "redis"
+    assert redis_broker["CELERY_TASK_QUEUES"] is None
+    assert redis_broker["CELERY_BROKER_TRANSPORT_OPTIONS"] == {"visibility_timeout": 3600}
+
+
+@pytest.mark.parametrize("url", [
+    "rabbitmq.internal:5672", "http://mq.internal/", "amqp://", "amqp:///vhost",
+    "amqp://mq1.internal;redis://r.internal/0", "sqs://key:secret@",
+])
+def test_a_broker_url_that_is_neither_redis_nor_amqp_is_refused(load, url):
+    """No silent fall-back to another broker: the process does not start."""
+    with pytest.raises(ImproperlyConfigured, match="CELERY_BROKER_URL must be") as refused:
+        load(DJANGO_SECRET_KEY=SECRET, SITE_URL="https://news.example.com",
+             DATABASE_URL="postgres://n@db.internal/n", REDIS_URL="redis://r.internal/0",
+             CELERY_BROKER_URL=url)
+    assert "secret" not in str(refused.value)
+
+
+def test_a_failover_list_of_rabbitmq_nodes_is_accepted(load):
+    conf = load(DJANGO_SECRET_KEY=SECRET,
+                CELERY_BROKER_URL="amqp://u:p@mq1.internal//;amqp://u:p@mq2.internal//")
+    assert conf["BROKER_KIND"] == "rabbitmq"
+
+
 def test_site_url_must_be_absolute(load):
     with pytest.raises(ImproperlyConfigured, match="SITE_URL must be an absolute"):
         load(DJANGO_SECRET_KEY=SECRET, SITE_URL="news.example.com")

@@ -21,7 +21,15 @@ TIMEOUT = 2.0  # seconds: a terminal user should not wait longer to learn it is 
 
 
 def redis_unreachable() -> str | None:
-    """None when Redis answers a PING; else what is wrong and what to do, in words."""
+    """None when Redis answers a PING (and RabbitMQ a connection, when it is the
+    broker); else what is wrong and what to do, in words."""
+    problem = _redis_problem()
+    if problem is None and settings.BROKER_KIND == "rabbitmq":
+        problem = _rabbitmq_problem()
+    return problem
+
+
+def _redis_problem() -> str | None:
     if settings.REDIS_EMBEDDED:
         if embedded_redis.is_running(settings.DATA_DIR):
             return None
@@ -39,4 +47,18 @@ def redis_unreachable() -> str | None:
                 "Start it, or check REDIS_URL.")
     finally:
         client.close()
+    return None
+
+
+def _rabbitmq_problem() -> str | None:
+    from newsroom.celery import app
+
+    try:
+        with app.connection_for_write(settings.CELERY_BROKER_URL,
+                                      connect_timeout=TIMEOUT) as connection:
+            connection.ensure_connection(max_retries=0)
+    except Exception as exc:  # refused, timed out, login refused: all mean "not now"
+        where = urlsplit(settings.CELERY_BROKER_URL.split(";")[0])
+        return (f"RabbitMQ at {where.hostname}:{where.port or 5672} (CELERY_BROKER_URL) does "
+                f"not answer ({type(exc).__name__}). Start it, or check CELERY_BROKER_URL.")
     return None
