@@ -43,7 +43,7 @@ from subscriptions.addresses import AddressError, normalise_email
 from subscriptions.importing import formats
 from subscriptions.importing.bulk import insert_rows
 from subscriptions.importing.formats import ExportRow, Source, SourceRow
-from subscriptions.models import ConsentRecord, Subscriber
+from subscriptions.models import TEXT_LIMIT, ConsentRecord, Subscriber
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ class _Run:
         if row.status in formats.SUPPRESSED:
             status, confirmed_at = row.status, row.consented_at
             left_at = row.left_at or self.now
-            reason = (row.reason or f"{row.status} (imported)")[:500]
+            reason = (row.reason or f"{row.status} (imported)")[:TEXT_LIMIT]
             outcome, self.report.suppressed = "new, suppressed", self.report.suppressed + 1
         elif pending:
             status, confirmed_at = Subscriber.Status.PENDING, None
@@ -283,7 +283,7 @@ class _Run:
                 return "known, subscribed here after leaving there: unchanged"
             subscriber.status = row.status
             subscriber.unsubscribed_at = row.left_at or self.now
-            subscriber.suppression_reason = (row.reason or f"{row.status} (imported)")[:500]
+            subscriber.suppression_reason = (row.reason or f"{row.status} (imported)")[:TEXT_LIMIT]
             writes.changed.append(subscriber)
             writes.changed_fields |= {"status", "unsubscribed_at", "suppression_reason"}
             if row.status != formats.BOUNCED:

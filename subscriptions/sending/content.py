@@ -50,6 +50,9 @@ from subscriptions.sending.mime import hole
 MAX_HTML_BYTES = 100_000
 _VIEW_SALT = "newsroom.subscriptions.view-edition"
 _inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+# A content error becomes an edition's note (TEXT_LIMIT) with a prefix: leave it room.
+NOTE_ROOM = 480
+
 # The per-recipient values every edition template may use, as `{{ hole.<name> }}`.
 PERSONAL_VALUES = ("email", "unsubscribe_url", "manage_url")
 _HOLES = {name: hole(name) for name in PERSONAL_VALUES}
@@ -117,7 +120,7 @@ def _finish(template: str, context: dict, *, list_key: str, story_ids: tuple[int
         html = _inliner.inline(render_to_string(f"{template}.html", context))
         text = render_to_string(f"{template}.txt", context)
     except Exception as exc:  # a template or inliner failure: no retry will cure it
-        raise ContentError(f"the message could not be built: {exc!r}"[:480]) from exc
+        raise ContentError(f"the message could not be built: {exc!r}"[:NOTE_ROOM]) from exc
     _check_size(html)
     return Content(subject=subject, preheader=preheader, text=text, html=html,
                    list_key=list_key, story_ids=story_ids)
@@ -242,7 +245,7 @@ def digest_content(
         text = render_to_string(f"{_DIGEST}.txt", {
             **context, "sections": "\n".join(section.text for _c, section in shown)})
     except Exception as exc:  # a template or inliner failure: no retry will cure it
-        raise ContentError(f"the digest could not be built: {exc!r}"[:480]) from exc
+        raise ContentError(f"the digest could not be built: {exc!r}"[:NOTE_ROOM]) from exc
     html = html_head + "".join(section.html for _c, section in shown) + html_tail
     _check_size(html)
     shown_ids = {category.pk for category, _section in shown}

@@ -17,7 +17,7 @@ from django.db.models import Count, Exists, F, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from subscriptions.models import Delivery, Edition
+from subscriptions.models import TEXT_LIMIT, Delivery, Edition
 from subscriptions.sending import enqueue
 from subscriptions.sending.content import alert_content_problem
 
@@ -58,10 +58,11 @@ def edition_fail(*, edition_id: int, reason: str) -> bool:
     """
     changed = Edition.objects.filter(
         pk=edition_id, status__in=(*Edition.ACTIVE, Edition.Status.PAUSED)
-    ).update(status=Edition.Status.FAILED, note=reason[:500], last_progress_at=timezone.now())
+    ).update(status=Edition.Status.FAILED, note=reason[:TEXT_LIMIT],
+             last_progress_at=timezone.now())
     if changed:
         edition = Edition.objects.get(pk=edition_id)
-        edition_log_state(edition, "failed", level=logging.ERROR, reason=reason[:500])
+        edition_log_state(edition, "failed", level=logging.ERROR, reason=reason[:TEXT_LIMIT])
     return bool(changed)
 
 
@@ -120,7 +121,7 @@ def edition_cancel(*, edition: Edition, reason: str = "") -> int:
             pk=edition.pk,
             status__in=(*Edition.ACTIVE, Edition.Status.PAUSED, Edition.Status.FAILED),
         ).update(status=Edition.Status.CANCELLED, finished_at=timezone.now(),
-                 note=(reason or "cancelled")[:500])
+                 note=(reason or "cancelled")[:TEXT_LIMIT])
         if not changed:
             return 0
         skipped = Delivery.objects.filter(

@@ -19,7 +19,7 @@ from django.utils import timezone
 from newsroom.models import Category
 from subscriptions.addresses import normalise_email
 from subscriptions.emails import SENDABLE_STATUS, Kind
-from subscriptions.models import ConsentRecord, Subscriber
+from subscriptions.models import TEXT_LIMIT, ConsentRecord, Subscriber
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ class RequestInfo:
     def from_request(cls, request) -> RequestInfo:
         return cls(
             ip_address=client_ip(request),
-            user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
-            page=request.build_absolute_uri()[:500],
+            user_agent=request.META.get("HTTP_USER_AGENT", "")[:TEXT_LIMIT],
+            page=request.build_absolute_uri()[:TEXT_LIMIT],
         )
 
 
@@ -256,12 +256,12 @@ def subscriber_suppress(*, subscriber: Subscriber, status: str, reason: str, met
         raise ValueError(f"{status!r} is not a suppression status")
     with transaction.atomic():
         changed = Subscriber.objects.filter(pk=subscriber.pk).exclude(status=status).update(
-            status=status, suppression_reason=reason[:500],
+            status=status, suppression_reason=reason[:TEXT_LIMIT],
             unsubscribed_at=timezone.now(),
         )
         if changed and status != Subscriber.Status.BOUNCED:
             _record(subscriber, ConsentRecord.Action.WITHDRAW, method=method, info=None,
-                    details={"reason": reason[:500], "status": status})
+                    details={"reason": reason[:TEXT_LIMIT], "status": status})
     if changed:
         logger.warning("subscriber suppressed",
                        extra={"subscriber_id": subscriber.pk, "status": status, "reason": reason})

@@ -33,13 +33,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from subscriptions.addresses import email_lookup
-from subscriptions.models import Subscriber, TrackingEvent
+from subscriptions.models import TEXT_LIMIT, Subscriber, TrackingEvent
 from subscriptions.services.subscribers import subscriber_suppress
 
 logger = logging.getLogger(__name__)
 
 METHOD = "esp-webhook"
-TEXT_LIMIT = 500  # ESP free text kept in payloads and rows
 
 # The event types we act on; the receiver enqueues nothing for the rest
 # (opens and clicks are most of the traffic).
