@@ -308,6 +308,8 @@ class _Loader(yaml.SafeLoader):
             return super().construct_yaml_timestamp(node)
         except ValueError as exc:
             raise StoryFileError(f"invalid date {node.value!r}: {exc}") from None
+        except AttributeError:  # an explicit !!timestamp on text that is no date at all
+            raise StoryFileError(f"invalid date {node.value!r}: not a date") from None
 
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)

@@ -547,6 +547,14 @@ def _mutated_story(draw) -> bytes:
     return bytes(data)
 
 
+def test_an_explicit_timestamp_tag_on_text_is_refused_in_words():
+    # Found by the fuzz test below: PyYAML's own constructor fails with AttributeError.
+    for raw in ("---\nheadline: A\n? !!timestamp x\n: y\n---\nBody",
+                "---\nheadline: A\ndate: !!timestamp soon\n---\nBody"):
+        with pytest.raises(StoryFileError, match=r"invalid date '(x|soon)': not a date"):
+            parse_story(raw, name="f.txt")
+
+
 @settings(
     max_examples=3000,
     deadline=dt.timedelta(seconds=2),  # a case this slow is a bug of its own
