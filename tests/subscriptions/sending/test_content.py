@@ -219,3 +219,15 @@ def test_a_summary_from_the_body_reads_as_prose():
         body="The barrier gave way.\n\n## What we know\n\n- Two districts & more\n- Roads closed\n")
     assert story_summary(story) == ("The barrier gave way. What we know Two districts & more "
                                     "Roads closed")
+
+
+def test_every_edition_links_the_sites_feed(newsdesk, settings):
+    settings.SITE_URL = "https://news.example"
+    stories = list(Story.objects.select_related("category")[:2])
+    made = [content.alert_content(1, stories[0]),
+            digest_content(2, END - timedelta(days=1), "daily", stories,
+                           [s.category for s in stories])]
+    for built in made:
+        assert 'href="https://news.example/feed/"' in built.html
+        assert 'href="https://news.example/feed/atom/"' in built.html
+        assert "In your feed reader: https://news.example/feed/" in built.text
