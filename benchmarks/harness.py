@@ -941,3 +941,38 @@ def wait_editions(edition_ids: list[int], *, timeout: float, tick=None, every: f
             connection.close()
         time.sleep(every)
     return False
+
+
+def pg_writes() -> dict[str, int] | None:
+    """PostgreSQL's own count of rows written in this database (pg_stat_user_tables:
+    inserted, updated, deleted) and the cluster's WAL position; None on SQLite.
+
+    Backends flush their statistics when they end, so read this after the workers
+    stopped. The WAL position is the whole cluster's: other databases on a shared
+    server add to it (the per-message figure is then an upper bound)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0), "
+                       "coalesce(sum(n_tup_del), 0), "
+                       "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint "
+                       "FROM pg_stat_user_tables")
+        ins, upd, dele, wal = cursor.fetchone()
+    return {"inserted": int(ins), "updated": int(upd), "deleted": int(dele), "wal": int(wal)}
+
+
+def pg_writes_per_message(before: dict[str, int] | None, after: dict[str, int] | None,
+                          messages: int) -> dict[str, float] | None:
+    """Row writes (inserts + updates + deletes) and WAL bytes per delivered message."""
+    if before is None or after is None or not messages:
+        return None
+    diff = {key: after[key] - before[key] for key in before}
+    rows = diff["inserted"] + diff["updated"] + diff["deleted"]
+    return {"row_writes": round(rows / messages, 2),
+            "inserted": round(diff["inserted"] / messages, 2),
+            "updated": round(diff["updated"] / messages, 2),
+            "deleted": round(diff["deleted"] / messages, 2),
+            "wal_bytes": round(diff["wal"] / messages)}

@@ -167,6 +167,7 @@ def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
     else:
         sink.mark(len(expected))
     load_before = os.getloadavg()
+    pg_before = h.pg_writes()
     helper = fake.proc.pid if transport == "esp" else sink.proc.pid
     helper_cpu0 = h.cpu_seconds(helper)
     worker_cpu0 = sum(w.cpu_seconds() for w in workers)
@@ -207,6 +208,7 @@ def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
     led = h.ledger(edition_ids)
     sent_set = led.pop("sent_subscribers")
     messages = len(sent_set)
+    pg = h.pg_writes_per_message(pg_before, h.pg_writes(), messages)
     wall = t_done - t0
     first_sent_at, last_sent_at = sent_at_span(edition_ids)
     result = {
@@ -222,6 +224,7 @@ def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
         "queries": queries,
         "queries_per_1000": round(queries.get("queries", 0) * 1000 / messages, 1)
         if messages else None,
+        "pg_per_message": pg,
         "sent_at_first_s": round(first_sent_at - t0, 3) if first_sent_at else None,
         "sent_at_last_s": round(last_sent_at - t0, 3) if last_sent_at else None,
     }
@@ -264,6 +267,10 @@ def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
         result["ceiling"] = ceiling
         if ceiling.get("available") and ceiling.get("rate") and result["msg_per_s"]:
             result["ratio"] = round(result["msg_per_s"] / ceiling["rate"], 3)
+    if pg:
+        say(f"  PostgreSQL per delivered message: {pg['row_writes']} row writes (inserted "
+            f"{pg['inserted']}, updated {pg['updated']}, deleted {pg['deleted']}), "
+            f"{pg['wal_bytes']:,} WAL bytes")
     say(f"  {transport}/{kind}: {messages:,} messages in {wall:.2f} s = "
         f"{result['msg_per_s']:,.0f} msg/s; first {result['first_s']} s, last "
         f"{result['last_s']} s; missing {result['check']['missing']}, duplicates "
@@ -275,7 +282,8 @@ def run_scenario(ctx: dict, transport: str, kind: str) -> dict:
 
 def table(results: list[dict]) -> str:
     head = ("scenario", "transport", "db", "msgs", "wall s", "msg/s", "ceiling/s", "ratio",
-            "first s", "last s", "peak RSS MB, max (procs)", "q/1k", "cpu ms/1k", "dup", "miss")
+            "first s", "last s", "peak RSS MB, max (procs)", "q/1k", "cpu ms/1k", "pg rows/msg",
+            "dup", "miss")
     rows = []
     for r in results:
         peaks = [v for w in r["worker_peak_rss_mb"].values() for v in w.values()]
@@ -289,6 +297,7 @@ def table(results: list[dict]) -> str:
             f"{r['last_s']:.2f}" if r.get("last_s") is not None else "-",
             rss, f"{r['queries_per_1000']:.1f}" if r["queries_per_1000"] is not None else "-",
             f"{r['worker_cpu_ms_per_1000']:.0f}" if r.get("worker_cpu_ms_per_1000") else "-",
+            f"{r['pg_per_message']['row_writes']:.2f}" if r.get("pg_per_message") else "-",
             str(r["check"]["duplicates"]), str(r["check"]["missing"]),
         ))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
