@@ -366,6 +366,10 @@ NEWSROOM_SIGNUP_LIMIT_PER_EMAIL = env.int("NEWSROOM_SIGNUP_LIMIT_PER_EMAIL", def
 NEWSROOM_TRUSTED_PROXY_HOPS = env.int("NEWSROOM_TRUSTED_PROXY_HOPS", default=0)
 # Soft bounces in a row that suppress an address like a hard bounce.
 NEWSROOM_SOFT_BOUNCE_LIMIT = env.int("NEWSROOM_SOFT_BOUNCE_LIMIT", default=3)
+# Mail sent through our own SMTP relay bounces to bounces+<signed token>@ this
+# domain (VERP), received by `manage.py bounce_server`; empty = off (the
+# envelope sender is DEFAULT_FROM_EMAIL's address, bounces go wherever it does).
+NEWSROOM_BOUNCE_DOMAIN = env.str("NEWSROOM_BOUNCE_DOMAIN", default="").strip().lower()
 
 # --- Sending ------------------------------------------------------------------------
 

@@ -61,6 +61,7 @@ from subscriptions.sending.transports.base import (
 )
 from subscriptions.sending.transports.choose import transport_get
 from subscriptions.sending.transports.config import sender_domain
+from subscriptions.sending.verp import bounce_address
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +275,7 @@ def _recipient(edition: Edition, delivery_id: int, subscriber_id: int, email: st
                 "manage_url": manage_url(subscriber_id=subscriber_id, email=email)},
         headers=list_headers_personal(unsubscribe_url=unsubscribe),
         message_id=_message_id(edition.pk, subscriber_id),
+        return_path=bounce_address(edition_id=edition.pk, subscriber_id=subscriber_id),
     )
 
 

@@ -169,11 +169,14 @@ def tracking_event_process(
     timestamp: str | None = None,
     message_id: str | None = None,
     esp_kind: str = "",
+    method: str = METHOD,
 ) -> Outcome:
     """Apply one tracking event to its subscriber, at most once per event id.
 
-    Keyword arguments are those of `event_payload`. Unknown addresses and
-    malformed events are logged and ignored: the ESP has nothing to retry.
+    Keyword arguments are those of `event_payload`, and `method`, the consent
+    record's word for the road the event came by (the bounce processor's
+    differs). Unknown addresses and malformed events are logged and ignored:
+    the ESP has nothing to retry.
     """
     # Cut to the column sizes: a direct caller may not have gone through event_payload.
     esp_name, event_type = str(esp_name)[:40], str(event_type)[:20]
@@ -221,9 +224,9 @@ def tracking_event_process(
                 reason=detail, occurred_at=_parse_time(timestamp),
             )
             if status is None:
-                outcome = _soft_bounce(subscriber, row)
+                outcome = _soft_bounce(subscriber, row, method)
             else:
-                outcome = _suppress(subscriber, status, esp_name, event_type, detail)
+                outcome = _suppress(subscriber, status, esp_name, event_type, detail, method)
             TrackingEvent.objects.filter(pk=row.pk).update(outcome=outcome)
     except IntegrityError:
         return _duplicate(log)
@@ -239,7 +242,7 @@ def _duplicate(log: dict[str, Any]) -> Outcome:
 
 def _suppress(
     subscriber: Subscriber, status: Subscriber.Status, esp_name: str, event_type: str,
-    detail: str,
+    detail: str, method: str,
 ) -> Outcome:
     # Once out, an address stays out for the reason it left; only a complaint
     # overrides (it is the strongest signal, and what mailbox providers count).
@@ -253,11 +256,11 @@ def _suppress(
     if detail:
         reason = f"{reason}: {detail}"
     changed = subscriber_suppress(subscriber=subscriber, status=status, reason=reason,
-                                  method=METHOD)
+                                  method=method)
     return Outcome.SUPPRESSED if changed else Outcome.UNCHANGED
 
 
-def _soft_bounce(subscriber: Subscriber, row: TrackingEvent) -> Outcome:
+def _soft_bounce(subscriber: Subscriber, row: TrackingEvent, method: str) -> Outcome:
     if subscriber.is_suppressed:
         return Outcome.UNCHANGED
     if row.message_id and TrackingEvent.objects.filter(
@@ -272,6 +275,6 @@ def _soft_bounce(subscriber: Subscriber, row: TrackingEvent) -> Outcome:
         return Outcome.SOFT_BOUNCE
     subscriber_suppress(
         subscriber=subscriber, status=Subscriber.Status.BOUNCED,
-        reason=f"{subscriber.soft_bounces} soft bounces in a row", method=METHOD,
+        reason=f"{subscriber.soft_bounces} soft bounces in a row", method=method,
     )
     return Outcome.SUPPRESSED

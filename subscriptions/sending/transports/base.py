@@ -33,6 +33,9 @@ class Recipient:
     values: dict[str, str]  # hole name -> value (email, manage_url, unsubscribe_url)
     headers: dict[str, str]  # per-recipient headers (List-Unsubscribe)
     message_id: str
+    # The envelope sender when it is this reader's own (VERP, sending/verp.py);
+    # "" = the batch's from_email. Only the SMTP road sets an envelope.
+    return_path: str = ""
 
 
 @dataclass(frozen=True)

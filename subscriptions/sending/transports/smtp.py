@@ -278,7 +278,7 @@ class SMTPTransport(Transport):
 
     def send(self, batch: Batch) -> list[Result]:
         sender = parseaddr(batch.from_email)[1]  # the envelope takes the bare address
-        envelopes = [Envelope(r.delivery_id, sender, r.email, batch.render(r))
+        envelopes = [Envelope(r.delivery_id, r.return_path or sender, r.email, batch.render(r))
                      for r in batch.recipients]
         try:
             if self._pipe is not None:
