@@ -1,10 +1,11 @@
 """Apply a bounce message to its reader, by the same service as the ESP webhooks.
 
 Which reader: the VERP token (sending/verp.py) in the address the bounce was
-sent to, or in the original envelope sender the report quotes; failing that,
-the address the report names. A token that is there but does not verify
-(forged, or signed with a retired key) stops the search: the report's own
-address is what a forger would choose.
+sent to, or in the original envelope sender the report quotes (a feedback
+loop's ARF report encloses our message, Return-Path and all). Without a token
+that verifies nothing is done: anyone can mail the bounce address, and a
+report naming an address is exactly what a forger would send to have a reader
+suppressed. Such mail is logged and dropped (still answered 250).
 
 What then happens is `tracking_event_process`'s: a hard bounce suppresses, a
 soft one counts towards NEWSROOM_SOFT_BOUNCE_LIMIT (once per message), a
@@ -75,20 +76,21 @@ def _apply(report: Report, envelope_recipients: list[str]) -> Outcome:
         logger.warning("bounce with a VERP token that does not verify ignored",
                        extra={"report_id": report.report_id})
         return Outcome.MALFORMED
-    recipient = report.recipient
-    message_id = report.original_message_id
-    if isinstance(delivery, Delivery):
-        # The address we sent to, not the one a forward or alias turned it into.
-        found = (Subscriber.objects.filter(pk=delivery.subscriber_id)
+    if not isinstance(delivery, Delivery):  # None: no token at all
+        logger.warning("bounce without a VERP token ignored (nothing proves we sent it)",
+                       extra={"report_id": report.report_id})
+        return Outcome.MALFORMED
+    # The address we sent to, not the one a forward or alias turned it into.
+    recipient = (Subscriber.objects.filter(pk=delivery.subscriber_id)
                  .values_list("email", flat=True).first())
-        if found is None:
-            logger.info("bounce for a subscriber since erased ignored",
-                        extra={"report_id": report.report_id})
-            return Outcome.UNKNOWN_RECIPIENT
-        recipient = found
-        message_id = message_id or f"e{delivery.edition_id}.s{delivery.subscriber_id}"
+    if recipient is None:
+        logger.info("bounce for a subscriber since erased ignored",
+                    extra={"report_id": report.report_id})
+        return Outcome.UNKNOWN_RECIPIENT
+    message_id = (report.original_message_id
+                  or f"e{delivery.edition_id}.s{delivery.subscriber_id}")
     return tracking_event_process(
-        esp_name=SOURCE, event_type=EVENT_TYPE[report.kind], recipient=recipient or None,
+        esp_name=SOURCE, event_type=EVENT_TYPE[report.kind], recipient=recipient,
         event_id=report.report_id,
         mta_response=" ".join(filter(None, [report.status, report.diagnostic])),
         message_id=message_id, method=SOURCE,

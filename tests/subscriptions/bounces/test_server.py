@@ -106,11 +106,14 @@ def test_the_token_finds_the_reader_the_report_does_not_name(endpoint):
     assert Subscriber.objects.get(pk=ann.pk).status == Subscriber.Status.BOUNCED
 
 
-def test_without_a_token_the_reported_address_is_used(endpoint):
+def test_without_a_token_nobody_is_suppressed(endpoint):
+    """Anyone can mail the bounce address: a report that only names an address
+    proves nothing, so it is taken (250) and dropped."""
     ann = subscriber("ann@example.net")
     data = sample("exim_hard.eml", verp=f"news@{DOMAIN}", rcpt="ANN@example.net")
-    deliver(endpoint, data, f"bounces+unsigned@{DOMAIN}")
-    assert Subscriber.objects.get(pk=ann.pk).status == Subscriber.Status.BOUNCED
+    assert deliver(endpoint, data, f"bounces+unsigned@{DOMAIN}") == {}
+    assert Subscriber.objects.get(pk=ann.pk).status == Subscriber.Status.ACTIVE
+    assert not TrackingEvent.objects.exists()
 
 
 def test_a_forged_token_suppresses_nobody(endpoint):
