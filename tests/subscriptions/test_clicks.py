@@ -201,3 +201,12 @@ def test_a_reader_clicks_through_an_alert_in_a_browser(live_server, settings, br
     assert page.url == live_server.url + story.get_absolute_url()
     assert page.get_by_role("heading", name=story.headline).is_visible()
     assert counts(edition) == {live_server.url + story.get_absolute_url(): 1}
+
+
+def test_a_click_after_a_links_first_is_one_query(client, story, django_assert_num_queries):
+    edition = alert_edition(story)
+    link = REDIRECT.findall(alert_content(edition.pk, story).html)[0]
+    follow(client, link)  # the first: UPDATE (no row), then its INSERT
+    with django_assert_num_queries(1):  # UPDATE … count = count + 1; no session, no lookup
+        assert follow(client, link).status_code == 302
+    assert counts(edition) == {settings.SITE_URL + story.get_absolute_url(): 2}
