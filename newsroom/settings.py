@@ -355,6 +355,9 @@ NEWSROOM_UNSUBSCRIBE_MAILTO = env.str(
 # other host are left out of the mail (a tracking pixel, say) and kept on the site.
 NEWSROOM_MAIL_IMAGE_HOSTS = env.list("NEWSROOM_MAIL_IMAGE_HOSTS",
                                      default=[_site.hostname] if _site.hostname else [])
+# Links to stories in editions go through signed redirects (/r/<token>) that count
+# clicks per edition, story and link, never per reader; off: straight to the site.
+NEWSROOM_CLICK_TRACKING = env.bool("NEWSROOM_CLICK_TRACKING", default=True)
 
 # --- Subscriptions ----------------------------------------------------------------
 

@@ -1,10 +1,13 @@
-"""The "view in browser" page of an edition: its content, without personal links."""
+"""An edition on the web: its "view in browser" page (its content, without personal
+links) and the redirect its tracked links lead through (`/r/<token>`)."""
 
 from __future__ import annotations
 
 from django.core import signing
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
 from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_safe
 
 from newsroom.middleware import allow_inline_styles
 from newsroom.models import Category, Story
@@ -17,6 +20,8 @@ from subscriptions.sending.content import (
     fill_generic,
     issue_date,
 )
+from subscriptions.sending.links import Click
+from subscriptions.services.clicks import click_record
 
 
 @cache_control(public=True, max_age=300)
@@ -57,3 +62,27 @@ def edition_view(request: HttpRequest, token: str) -> HttpResponse:
     response = HttpResponse(fill_generic(content.html))
     response["X-Robots-Tag"] = "noindex"
     return allow_inline_styles(response)  # email HTML: its CSS is inlined
+
+
+@require_safe
+def click(request: HttpRequest, token: str) -> HttpResponse:
+    """Count a followed link and go where its signed token says, nowhere else.
+
+    A token not made by us, or naming anything but an http(s) URL, gets the
+    link-problem page. Only GET counts: a HEAD (a link checker) is redirected
+    uncounted. The answer is never cached (each click must reach us) and sends
+    no Referer on (the token says which edition the reader came from).
+    """
+    try:
+        target = Click.from_token(token)
+    except (signing.BadSignature, ValueError, TypeError):
+        response = render(request, "subscriptions/pages/link_invalid.html",
+                          {"purpose": "click"}, status=400)
+    else:
+        if request.method == "GET":
+            click_record(edition_id=target.edition_id, story_id=target.story_id,
+                         url=target.url)
+        response = HttpResponseRedirect(target.url)
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response

@@ -316,3 +316,31 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.edition_id}/{self.subscriber_id}: {self.status}"
+
+
+class ClickCount(models.Model):
+    """How often a link of an edition was followed: one row per (edition, story, URL).
+
+    Counted through the edition's signed redirect links (`/r/<token>`,
+    subscriptions.sending.links), which are the same for every reader of a
+    content, so nothing here says who clicked: a count, never a person. A
+    database row rather than a Redis counter: the counts are read with the
+    edition (its admin page, the story's total), outlive a Redis flush, and are
+    deleted with the edition; a click is one UPDATE … count + 1 (an INSERT for
+    the first click on a link).
+    """
+
+    edition = models.ForeignKey(Edition, on_delete=models.CASCADE, related_name="click_counts",
+                                db_index=False)  # the unique constraint leads with it
+    story = models.ForeignKey("newsroom.Story", on_delete=models.CASCADE,
+                              related_name="click_counts")
+    url = models.CharField(max_length=2000, help_text="Where the link led.")
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["edition", "story", "url"], name="clickcount_link"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.edition_id}/{self.story_id} {self.url}: {self.count}"

@@ -20,11 +20,11 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Value
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
 from newsroom.models import Category, Story
-from subscriptions.models import Delivery, Edition, Subscriber
+from subscriptions.models import ClickCount, Delivery, Edition, Subscriber
 
 AUDIENCE_SLOTS_SHOWN = 6
 PERIOD = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
@@ -333,3 +333,35 @@ def categories_with_active_counts() -> list[Category]:
         .order_by("order", "name")
     )
 
+
+
+# --- Clicks (counted per edition, story and link: see subscriptions.sending.links) -----
+
+
+@dataclass(frozen=True)
+class StoryClicks:
+    """An edition's clicks on one story: its total and each link's, most first."""
+
+    story_id: int
+    headline: str
+    total: int
+    links: list[tuple[str, int]]
+
+
+def edition_clicks(edition: Edition) -> list[StoryClicks]:
+    """The edition's clicks per story (most clicked first) and per link."""
+    by_story: dict[int, StoryClicks] = {}
+    for story_id, headline, url, count in ClickCount.objects.filter(edition=edition).order_by(
+            "-count", "url").values_list("story_id", "story__headline", "url", "count"):
+        if story_id not in by_story:
+            by_story[story_id] = StoryClicks(story_id, headline, 0, [])
+        by_story[story_id].links.append((url, count))
+    return sorted(
+        (StoryClicks(s.story_id, s.headline, sum(c for _u, c in s.links), s.links)
+         for s in by_story.values()),
+        key=lambda s: (-s.total, s.headline))
+
+
+def story_clicks_total(story: Story) -> int:
+    """Clicks on a story's links across all the editions that carried it."""
+    return ClickCount.objects.filter(story=story).aggregate(total=Sum("count"))["total"] or 0

@@ -19,4 +19,5 @@ urlpatterns = [
     path("unsubscribe/<str:token>/preferences-link/", views.unsubscribe_manage_link,
          name="unsubscribe_manage_link"),
     path("editions/<str:token>/", edition_views.edition_view, name="edition_view"),
+    path("r/<str:token>", edition_views.click, name="click"),
 ]

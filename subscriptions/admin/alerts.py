@@ -32,6 +32,7 @@ from subscriptions.selectors import (
     alert_audience,
     alert_editions_by_story,
     alerts_unfinished,
+    story_clicks_total,
 )
 from subscriptions.sending.content import ContentError, alert_preview
 from subscriptions.sending.dispatch import AlertAlreadySent, edition_create_alert
@@ -44,6 +45,16 @@ class StoryAlertAdmin(StoryAdmin):
     actions = ["publish", "unpublish", "send_alert"]
     alert_confirmation_template = "admin/newsroom/story/alert_confirmation.html"
     change_form_template = "admin/newsroom/story/change_form.html"
+    readonly_fields = [*StoryAdmin.readonly_fields, "clicks"]
+    fieldsets = [*StoryAdmin.fieldsets, ("Readers", {"fields": ["clicks"]})]
+
+    @admin.display(description="clicks")
+    def clicks(self, story: Story | None) -> str:
+        """Followed links to and in this story, over every edition that carried it
+        (counted per edition and link, never per reader)."""
+        if story is None or story.pk is None:
+            return "—"
+        return str(story_clicks_total(story))
 
     def has_send_alert_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("subscriptions.send_edition")

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from anymail.exceptions import AnymailError
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import display_for_field, lookup_field, model_ngettext, unquote
@@ -42,6 +43,7 @@ from subscriptions.selectors import (
     alert_audience,
     delivery_get,
     edition_audience_text,
+    edition_clicks,
     edition_delivery_counts,
     edition_failures_recent,
     edition_progress,
@@ -251,6 +253,8 @@ class EditionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     (label, counts[value]) for value, label in Delivery.Status.choices
                 ],
                 "sent_by_revision": sent_by_revision,
+                "clicks": edition_clicks(edition),
+                "click_tracking": settings.NEWSROOM_CLICK_TRACKING,
                 "recent_failed": edition_failures_recent(edition=edition,
                                                          limit=self.recent_failures),
                 "failed_list_url": (

@@ -11,6 +11,12 @@ category's stories, each rendered by its own template) recur across its
 contents: each is rendered once per process, kept in `_cache` under a key that
 names all it is made of, and joined into the frames of the contents that show it.
 
+Links to stories (and in an alert's story body) go through the edition's click
+redirect when NEWSROOM_CLICK_TRACKING is on (sending.links): the same for every
+reader, so they count per edition, story and link, never per person; the
+setting is in every key (`_look_key`), and a section's key names the edition
+its links count for.
+
 What cannot be sent (HTML over the size limit, a template that fails) raises
 `ContentError` with the reason in words: the confirm page shows it, and a send
 that meets it stops and says so (sending.steering.edition_fail).
@@ -43,6 +49,7 @@ from django.utils.text import Truncator
 from newsroom.models import Category, Story
 from newsroom.rendering import mail_html
 from subscriptions.mail_look import look, strip_bidi
+from subscriptions.sending.links import tracked, tracked_html
 from subscriptions.sending.mime import hole
 
 # Gmail clips messages whose HTML passes ~102 KB and hides the footer with the
@@ -107,8 +114,10 @@ def _base_context(view: ViewKey) -> dict:
 
 
 def _look_key() -> tuple:
-    """The settings that shape every content (masthead, colours, mail images)."""
-    return (*look().values(), tuple(settings.NEWSROOM_MAIL_IMAGE_HOSTS))
+    """The settings that shape every content (masthead, colours, mail images, and
+    whether its links go through the click redirect)."""
+    return (*look().values(), tuple(settings.NEWSROOM_MAIL_IMAGE_HOSTS),
+            settings.NEWSROOM_CLICK_TRACKING)
 
 
 def _finish(template: str, context: dict, *, list_key: str, story_ids: tuple[int, ...],
@@ -167,9 +176,9 @@ def alert_content(edition_id: int, story: Story) -> Content:
     context = _base_context(ViewKey(edition_id))
     context.update(
         story=story,
-        story_url=settings.SITE_URL + story.get_absolute_url(),
+        story_url=tracked(edition_id, story.pk, settings.SITE_URL + story.get_absolute_url()),
         headline=strip_bidi(story.headline),
-        body_html=mail_html(story.body_html),
+        body_html=tracked_html(edition_id, story.pk, mail_html(story.body_html)),
         body_text=story.body_text,
     )
     return _finish(
@@ -223,7 +232,7 @@ def digest_content(
     by_category: dict[int, list[Story]] = {}
     for story in sorted(stories, key=attrgetter("published_at"), reverse=True):  # all dated
         by_category.setdefault(story.category_id, []).append(story)
-    shown = [(category, _section(category, by_category[category.pk]))
+    shown = [(category, _section(edition_id, category, by_category[category.pk]))
              for category in sorted(categories, key=lambda c: (c.order, c.name))
              if category.pk in by_category]
     headlines = [item["headline"] for _category, section in shown for item in section.items]
@@ -323,6 +332,7 @@ class SectionKey:
 
     templates: tuple[object, ...]  # section and page templates as loaded now
     look: tuple  # `_look_key()`: site, masthead, colours (in the page's CSS), image hosts
+    edition_id: int  # in its story links when they are tracked (0 when not: shared)
     category: tuple[int, str, str]  # pk, name, slug
     stories: tuple[tuple[int, int, str, str, str, str], ...]  # pk, revision, slug, headline,
     # dek, and the body when there is no dek (the summary is taken from it)
@@ -371,17 +381,20 @@ CONTENT_CACHE_SIZE = 512
 _cache = ContentCache(CONTENT_CACHE_SIZE)
 
 
-def _section(category: Category, stories: Sequence[Story]) -> _Section:
+def _section(edition_id: int, category: Category, stories: Sequence[Story]) -> _Section:
     """The section of `category` holding (the first few of) `stories`, newest first,
-    and how many more the reader's window holds."""
+    and how many more the reader's window holds; its story links are
+    `edition_id`'s redirect links when clicks are tracked."""
     cap = settings.NEWSROOM_DIGEST_MAX_PER_CATEGORY
     more = max(0, len(stories) - cap)
     stories = stories[:cap]
     html, text = get_template(f"{_SECTION}.html"), get_template(f"{_SECTION}.txt")
     page = get_template(f"{_DIGEST}.html")
     look_key = _look_key()
+    linked_to = edition_id if settings.NEWSROOM_CLICK_TRACKING else 0
     key = SectionKey(
         templates=(_source(html), _source(text), _source(page)), look=look_key,
+        edition_id=linked_to,
         category=(category.pk, category.name, category.slug), more=more,
         stories=tuple((s.pk, s.revision, s.slug, s.headline, s.dek, "" if s.dek else s.body)
                       for s in stories))
@@ -390,7 +403,8 @@ def _section(category: Category, stories: Sequence[Story]) -> _Section:
         heading = Heading(name=category.name, anchor=f"section-{category.slug}",
                           url=settings.SITE_URL + category.get_absolute_url(), more=more)
         items = [{"headline": strip_bidi(s.headline), "summary": story_summary(s),
-                  "url": settings.SITE_URL + s.get_absolute_url()} for s in stories]
+                  "url": tracked(linked_to, s.pk, settings.SITE_URL + s.get_absolute_url())}
+                 for s in stories]
         context = {"category": heading, "stories": items}
         blank = _cache.get(PageKey(_source(page), look_key), lambda: _page_apart(look()))
         inlined = _inline_apart(blank[0], html.render(context), blank[1])[1]

@@ -29,6 +29,7 @@ from subscriptions.sending.content import (
     digest_content,
     story_summary,
 )
+from subscriptions.sending.links import tracked
 from tests.subscriptions.factories import category
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +54,7 @@ def reference_digest(
                               settings.SITE_URL + cat.get_absolute_url(), max(0, len(found) - cap))
             sections.append((heading, [
                 {"headline": strip_bidi(s.headline), "summary": story_summary(s),
-                 "url": settings.SITE_URL + s.get_absolute_url()}
+                 "url": tracked(edition_id, s.pk, settings.SITE_URL + s.get_absolute_url())}
                 for s in found[:cap]
             ]))
     included = tuple(s.pk for s in stories if s.category_id in {c.pk for c in categories
