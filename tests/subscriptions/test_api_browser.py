@@ -47,7 +47,7 @@ def partner_site(live_server) -> Iterator[str]:
     page = PARTNER_PAGE.format(news=live_server.url).encode()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.end_headers()
