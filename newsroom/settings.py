@@ -137,6 +137,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "anymail",
     "axes",
+    "corsheaders",
+    "ninja",  # serves the API docs' Swagger UI from our static files, not a CDN
     "newsroom",
     "subscriptions",
     "newsroom.ops",  # after the apps whose admin it extends
@@ -144,6 +146,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything that may answer (CommonMiddleware, WhiteNoise), so preflights and
+    # errors from /api/ carry CORS headers too; it touches /api/ only (CORS_URLS_REGEX).
+    "corsheaders.middleware.CorsMiddleware",
     "newsroom.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -364,6 +369,12 @@ NEWSROOM_CLICK_TRACKING = env.bool("NEWSROOM_CLICK_TRACKING", default=True)
 # Sign-ups allowed per client IP and per address within an hour.
 NEWSROOM_SIGNUP_LIMIT_PER_IP = env.int("NEWSROOM_SIGNUP_LIMIT_PER_IP", default=20)
 NEWSROOM_SIGNUP_LIMIT_PER_EMAIL = env.int("NEWSROOM_SIGNUP_LIMIT_PER_EMAIL", default=5)
+# Sites (scheme://host[:port]) whose pages may call the JSON API (/api/v1/) from the
+# browser and post the embeddable sign-up form; every other origin gets no CORS headers.
+NEWSROOM_API_ALLOWED_ORIGINS = env.list("NEWSROOM_API_ALLOWED_ORIGINS", default=[])
+CORS_ALLOWED_ORIGINS = NEWSROOM_API_ALLOWED_ORIGINS
+CORS_URLS_REGEX = r"^/api/"  # the HTML pages stay same-origin only
+CORS_PREFLIGHT_MAX_AGE = 3600
 # Reverse proxies in front of the web server that append to X-Forwarded-For
 # (the client address for rate limits and consent records); 0 = none.
 NEWSROOM_TRUSTED_PROXY_HOPS = env.int("NEWSROOM_TRUSTED_PROXY_HOPS", default=0)

@@ -4,6 +4,7 @@ from django.views.decorators.cache import cache_control
 
 from newsroom import feeds, views
 from newsroom.ops import health, metrics
+from subscriptions.api import api
 
 _feed = cache_control(public=True, max_age=300)
 
@@ -33,6 +34,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),  # JSON API; CORS for NEWSROOM_API_ALLOWED_ORIGINS
     # anymail's tracking webhooks only: refusing until their credentials are set,
     # 400 for a body they cannot read.
     path("anymail/", include("subscriptions.webhooks")),

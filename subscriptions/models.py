@@ -344,3 +344,31 @@ class ClickCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.edition_id}/{self.story_id} {self.url}: {self.count}"
+
+
+class ApiKey(models.Model):
+    """A key for server-to-server calls to the JSON API, sent as
+    `Authorization: Bearer nr_<prefix>_<secret>`.
+
+    Only a SHA-256 of the secret is kept: the secret is 256 random bits, so a
+    slow password hash would add no protection against guessing, and would cost
+    every API call tens of milliseconds. The prefix finds the row and names the
+    key in logs and the admin without revealing it.
+    """
+
+    class Scope(models.TextChoices):
+        SIGNUP = "signup", "Sign readers up"
+
+    name = models.CharField(max_length=100, help_text="Who uses it, e.g. “Partner site X”.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    scopes = models.JSONField(default=list, blank=True, help_text="What the key may do.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} (nr_{self.prefix}_…)"

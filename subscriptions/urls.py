@@ -7,6 +7,7 @@ app_name = "subscriptions"
 # Emails reverse these names with a token argument: keep names and arguments stable.
 urlpatterns = [
     path("subscribe/", views.signup, name="signup"),
+    path("subscribe/embedded/", views.signup_embedded, name="signup_embedded"),
     path("subscribe/check-your-inbox/", views.signup_done, name="signup_done"),
     path("subscribe/confirm/<str:token>/", views.confirm, name="confirm"),
     path("preferences/<str:token>/", views.manage, name="manage"),

@@ -18,6 +18,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
@@ -177,6 +178,28 @@ def _rate_limited(request: HttpRequest) -> HttpResponse:
     response = render(request, f"{PAGES}/rate_limited.html", status=429)
     response["Retry-After"] = str(ratelimit.HOUR)
     return response
+
+
+@csrf_exempt
+@require_POST
+def signup_embedded(request: HttpRequest) -> HttpResponse:
+    """The embeddable form's target (README, "Sign up from anywhere"): the sign-up
+    above, posted from a page on a site in NEWSROOM_API_ALLOWED_ORIGINS.
+
+    That page cannot carry our CSRF token, so the Origin header, which browsers
+    send with every cross-site POST, stands in for it: any other origin, or none,
+    is refused. Topics come as category slugs (`topic`), stable across sites
+    where our primary keys are not. Errors show our own sign-up page, whose form
+    then posts to `signup` with a token as usual.
+    """
+    if request.headers.get("Origin") not in settings.NEWSROOM_API_ALLOWED_ORIGINS:
+        return render(request, f"{PAGES}/embed_refused.html", status=403)
+    data = request.POST.copy()
+    if slugs := data.getlist("topic")[:20]:
+        data.setlist("categories", [str(pk) for pk in Category.objects.filter(
+            slug__in=slugs).order_by("pk").values_list("pk", flat=True)])
+    request.POST = data  # type: ignore[assignment]  # the stubs want it immutable; signup reads it
+    return signup(request)
 
 
 @require_safe

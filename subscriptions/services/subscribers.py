@@ -112,26 +112,29 @@ def _send_after_commit(subscriber: Subscriber, kind: str) -> None:
     subscriber_email_send.delay_on_commit(subscriber.pk, kind)
 
 
-def subscriber_signup(*, email: str, preferences: Preferences, info: RequestInfo) -> SignupOutcome:
+def subscriber_signup(
+    *, email: str, preferences: Preferences, info: RequestInfo, method: str = "form",
+) -> SignupOutcome:
     """Sign an address up, or nudge its owner if it is already subscribed.
 
     Whatever the address, the caller shows the same page: an active subscriber
     gets a "manage your subscription" email instead of a confirmation, and
     nobody learns from the response whether an address is known. An address
     that is no mailbox raises `AddressError` (the form refuses it first).
+    `method` is how the consent was given, for its record ("form", "api").
     """
     address = normalise_email(email)
     for attempt in range(2):
         try:
             with transaction.atomic():
-                return _signup(address, preferences, info)
+                return _signup(address, preferences, info, method)
         except IntegrityError:  # a concurrent sign-up of the same address won the insert
             if attempt:
                 raise
     raise AssertionError("unreachable")
 
 
-def _signup(address: str, prefs: Preferences, info: RequestInfo) -> SignupOutcome:
+def _signup(address: str, prefs: Preferences, info: RequestInfo, method: str) -> SignupOutcome:
     subscriber = Subscriber.objects.select_for_update().filter(email=address).first()
     if subscriber is not None and subscriber.status == Subscriber.Status.ACTIVE:
         _send_after_commit(subscriber, "manage")
@@ -149,7 +152,7 @@ def _signup(address: str, prefs: Preferences, info: RequestInfo) -> SignupOutcom
     else:
         subscriber.categories.set(prefs.categories)
     _record(
-        subscriber, ConsentRecord.Action.SIGNUP, method="form", info=info,
+        subscriber, ConsentRecord.Action.SIGNUP, method=method, info=info,
         wording_version=SIGNUP_WORDING_VERSION, details=prefs.as_details(),
     )
     _send_after_commit(subscriber, "confirm")
