@@ -18,9 +18,9 @@ import re
 from datetime import UTC, datetime
 
 # The URL prefixes whose next segment is a token: subscriptions/urls.py
-# (a test keeps the two in step). Editions' "view in browser" keys name no
-# reader, but they are links all the same.
-TOKEN_PREFIXES = ("subscribe/confirm", "preferences", "unsubscribe", "editions")
+# (a test keeps the two in step). Editions' "view in browser" keys and click
+# redirects (r/) name no reader, but they are links all the same.
+TOKEN_PREFIXES = ("subscribe/confirm", "preferences", "unsubscribe", "editions", "r")
 _TOKEN_PATH = re.compile(
     r"(/(?:" + "|".join(map(re.escape, TOKEN_PREFIXES)) + r")/)[^/?#\s\"'<>]+"
 )
