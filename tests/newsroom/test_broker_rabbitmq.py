@@ -171,7 +171,7 @@ def test_a_worker_on_rabbitmq_drains_every_quorum_queue(celery_worker, client):
 
 
 def test_a_command_that_enqueues_refuses_while_rabbitmq_is_down(settings):
-    from newsroom.management.redis_reachable import redis_unreachable
+    from newsroom.ops.management.redis_reachable import redis_unreachable
 
     assert redis_unreachable() is None
     port = free_port()
