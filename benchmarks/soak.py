@@ -22,10 +22,10 @@ events (a bounce per 500 deliveries) are inserted directly, dated the simulated 
 
 On the first day of each period (30 simulated days) two alerts (--timed-sends)
 to the same category go through the real send path instead (on day 1, after an
-untimed warm-up): `deliveries_send` over each of their batch ranges, in this process,
-into an SMTP sink (Postfix's smtp-sink if installed and root, else
-benchmarks/count_sink.py), timed; the fastest is the period's figure (the
-machine is shared). Their CPU in this process per 1,000 messages is printed too.
+untimed warm-up): `deliveries_send` over each of their batch ranges, in this
+process, into the outbox transport (--transport smtp: an SMTP sink), timed; the
+fastest is the period's figure (the machine is shared). Their CPU in this
+process per 1,000 messages is printed too.
 
 Printed per period: rows in subscriptions_delivery, table, index and total
 sizes of subscriptions_delivery and subscriptions_trackingevent, and the real
@@ -85,7 +85,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "a day instead of ~30): fewer digest editions, the same rows")
     p.add_argument("--timed-sends", type=int, default=2,
                    help="real alerts timed per period; the fastest is the period's figure")
-    p.add_argument("--transport", choices=["smtp", "outbox"], default="smtp")
+    p.add_argument("--transport", choices=["outbox", "smtp"], default="outbox",
+                   help="where the timed sends go: the outbox (in this process: what is "
+                        "timed is the engine and PostgreSQL) or an SMTP sink (aiosmtpd, "
+                        "unless Postfix's smtp-sink is here: the sink's speed is timed too)")
     p.add_argument("--pg-name", default="newsroom_soak", help="PostgreSQL database to create")
     p.add_argument("--pg-admin", default=h.PG_ADMIN)
     p.add_argument("--data-dir", type=Path, help="default: a new /tmp/soak-* folder")
