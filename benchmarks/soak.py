@@ -32,7 +32,8 @@ sizes of subscriptions_delivery and subscriptions_trackingevent, and the real
 send's msg/s. The verdict: the last three periods' total sizes within ±20% of
 the first period after the retention window (month 4 for 90 days), and the last
 period's msg/s within ±25% of the first's (--speed-window N: the best of the
-last N periods against the best of the first N). Exit status 1 when either fails.
+last N periods against the best of the first N; --speed-advisory, as .ci/run
+runs it on a shared machine: printed, not failed on). Exit status 1 when either fails.
 See benchmarks/README.md, "Soak: a year of editions".
 """
 
@@ -86,6 +87,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "a day instead of ~30): fewer digest editions, the same rows")
     p.add_argument("--speed-window", type=int, default=1,
                    help="compare the best msg/s of the first N periods with the last N's")
+    p.add_argument("--speed-advisory", action="store_true",
+                   help="print the speed verdict but fail only on sizes and broken sends "
+                        "(.ci/run: the machine is shared, and its load moves msg/s more "
+                        "than ±25%%)")
     p.add_argument("--timed-sends", type=int, default=2,
                    help="real alerts timed per period; the fastest is the period's figure")
     p.add_argument("--transport", choices=["outbox", "smtp"], default="outbox",
@@ -286,7 +291,8 @@ HEADER = ("period | day  |  delivery rows | tbl MB   | idx MB   | total MB | te 
 
 
 def verdict(periods: list[dict], *, retention: int, period_days: int, size_tol: float,
-            speed_tol: float, speed_window: int = 1) -> tuple[bool, list[str]]:
+            speed_tol: float, speed_window: int = 1, speed_advisory: bool = False
+            ) -> tuple[bool, list[str]]:
     """Sizes flat after the retention window; the last real send as fast as the first."""
     lines, ok = [], True
     reference = math.ceil(retention / period_days) + 1  # first period wholly past the window
@@ -317,16 +323,17 @@ def verdict(periods: list[dict], *, retention: int, period_days: int, size_tol: 
         last = max((p["send"] for p in timed[-speed_window:]), key=lambda r: r["msg_per_s"])
         change = (last["msg_per_s"] - first["msg_per_s"]) / first["msg_per_s"]
         fast = abs(change) <= speed_tol
-        ok &= fast
+        ok &= fast or speed_advisory
         which = ("last period vs first" if speed_window == 1 else
                  f"best of the last {speed_window} periods vs of the first {speed_window}")
         lines.append(f"speed, {which}: {last['msg_per_s']:,.0f} msg/s vs "
                      f"{first['msg_per_s']:,.0f} msg/s: {change:+.1%} "
-                     f"{'ok' if fast else f'OVER ±{speed_tol:.0%}'} (CPU of this process "
+                     f"{'ok' if fast else f'OVER ±{speed_tol:.0%}'}"
+                     f"{' (advisory)' if speed_advisory and not fast else ''} (CPU of this process "
                      f"per 1,000 messages: {first['cpu_ms_per_1000']} ms, then "
                      f"{last['cpu_ms_per_1000']} ms)")
     else:
-        ok = False
+        ok &= speed_advisory
         lines.append(f"speed: too few timed periods ({len(timed)}) to compare")
     return ok, lines
 
@@ -445,11 +452,14 @@ def main(argv=None) -> int:
             say(f"the last period is {args.days % args.period_days} days long (partial)")
         ok, lines = verdict(periods, retention=retention, period_days=args.period_days,
                             size_tol=args.size_tolerance, speed_tol=args.speed_tolerance,
-                            speed_window=args.speed_window)
+                            speed_window=args.speed_window,
+                            speed_advisory=args.speed_advisory)
         print()
         for line in lines:
             print(" -", line)
-        print("VERDICT:", "ledger flat and send speed steady" if ok else "FAILED")
+        advisory = any("(advisory)" in line for line in lines)
+        print("VERDICT:", "FAILED" if not ok else "ledger flat; send speed NOT steady "
+              "(advisory only)" if advisory else "ledger flat and send speed steady")
         status = 0 if ok else 1
         if args.json:
             args.json.write_text(json.dumps({

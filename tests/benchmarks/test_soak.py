@@ -47,6 +47,10 @@ def test_a_slower_last_month_fails_and_a_window_compares_the_best():
     assert not judge(year(FLAT, slower))
     # with a window of two, the last two months' best (1000) is what counts
     assert judge(year(FLAT, slower), speed_window=2)
+    # advisory (.ci/run, a shared machine): printed, not failed on; sizes still count
+    assert judge(year(FLAT, slower), speed_advisory=True)
+    assert not judge(year([10, 20, 30, 40, 44, 46, 48, 50, 52, 55, 57, 60], slower),
+                     speed_advisory=True)
 
 
 def test_a_run_too_short_to_judge_fails():
